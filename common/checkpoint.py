@@ -1,0 +1,66 @@
+"""Orbax checkpoints of a whole train state (params, optimiser state, step, RNG keys, every seed) plus the resolved
+config as JSON beside them."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """Numbered checkpoints of one pytree in `directory`; keeps the newest `max_to_keep`."""
+
+  def __init__(self, directory: str, max_to_keep: int = 2):
+    self.directory = os.path.abspath(directory)
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=False)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, tree: Any) -> None:
+    self._manager.save(step, args=ocp.args.StandardSave(tree), force=True)
+    self._manager.wait_until_finished()
+
+  def restore(self, step: int, like: Any) -> Any:
+    """Restore into the structure, dtypes and shardings of `like` (a concrete or abstract tree).
+
+    The target matters: without it optax states come back as plain lists and arrays lose their sharding.
+    """
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  """Write JSON to a temporary file in the same directory, then rename: a crash never leaves half a file."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".json")
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(obj, f, indent=2, sort_keys=True, default=str)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def save_config(workdir: str, config) -> str:
+  """Save the resolved config (an ml_collections ConfigDict or a dict) as workdir/config.json."""
+  as_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+  path = os.path.join(workdir, "config.json")
+  write_json_atomic(path, as_dict)
+  return path
+
+
+def load_config(workdir: str) -> dict:
+  with open(os.path.join(workdir, "config.json")) as f:
+    return json.load(f)

@@ -1,0 +1,204 @@
+"""Fused multi-seed training.
+
+A step is a pure function `step(state, data, key) -> (state, metrics)` for ONE seed. This module turns it into a jitted
+call that runs K steps with `lax.scan` for every seed at once (`vmap` over a leading seed axis of `state` and `keys`,
+the data shared), optionally sharding the seed axis over devices, and drives that call from Python with a progress
+bar, JSONL metrics, periodic checkpoints and resume.
+
+The key of global step n for a seed is `fold_in(seed_key, n)`: results do not depend on how the steps are chunked, so
+a fused run, a one-step-per-call run and a run resumed from a checkpoint are the same computation.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from common.checkpoint import Checkpointer
+from common.networks import FROZEN
+
+StepFn = Callable[[Any, Any, jax.Array], tuple[Any, dict]]
+
+
+def make_optimizer(learning_rate, *, weight_decay: float = 0.0) -> optax.GradientTransformation:
+  """Adam (or AdamW when weight_decay > 0) that leaves parameters whose path names `FROZEN` untouched.
+
+  `learning_rate` may be a float or an optax schedule. Frozen parameters (e.g. fixed Fourier features) get zero
+  updates, so weight decay cannot shrink them either.
+  """
+  if weight_decay > 0:
+    base = optax.adamw(learning_rate, weight_decay=weight_decay)
+  else:
+    base = optax.adam(learning_rate)
+
+  def labels(params):
+    def label(path, _):
+      return "frozen" if any(FROZEN in str(getattr(k, "key", k)) for k in path) else "train"
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+  return optax.multi_transform({"train": base, "frozen": optax.set_to_zero()}, labels)
+
+
+def seed_keys(seeds) -> jax.Array:
+  """One raw uint32 PRNG key per seed.  [N, 2]"""
+  return jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
+
+
+def init_seeds(init_fn: Callable[[jax.Array], Any], keys: jax.Array) -> Any:
+  """Stack per-seed initial states along a leading seed axis: `init_fn(key) -> state` vmapped over keys."""
+  return jax.vmap(init_fn)(keys)
+
+
+def make_chunk_fn(step_fn: StepFn, num_steps: int) -> Callable:
+  """`chunk(states, data, keys, start_step) -> (states, mean metrics [N])`: num_steps scanned steps per seed."""
+
+  def one_seed(state, data, key, start_step):
+    def body(state, i):
+      return step_fn(state, data, jax.random.fold_in(key, start_step + i))
+
+    state, metrics = jax.lax.scan(body, state, jnp.arange(num_steps, dtype=jnp.uint32))
+    return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+
+  return jax.vmap(one_seed, in_axes=(0, None, 0, None))
+
+
+def seed_mesh(num_seeds: int, devices=None) -> Mesh:
+  """A 1-D mesh over as many local devices as evenly divide the seed count."""
+  devices = list(devices if devices is not None else jax.local_devices())
+  n = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
+  return Mesh(np.array(devices[:n]), ("seeds",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def default_shard_seeds() -> bool:
+  """Shard seeds by default only on accelerators: fake CPU devices add no speed (XLA already uses every core)."""
+  return jax.default_backend() != "cpu" and jax.local_device_count() > 1
+
+
+class Trainer:
+  """Runs `step_fn` for `num_steps` on seed-stacked `state`, `steps_per_call` steps per jitted call.
+
+  With a `workdir`, it appends metrics to `workdir/metrics_<name>.jsonl`, checkpoints to
+  `workdir/checkpoints/<name>` every `checkpoint_every` steps and at the end, and resumes from the latest checkpoint
+  there. A stage already at `num_steps` is not run again.
+  """
+
+  def __init__(self, step_fn: StepFn, *, num_steps: int, steps_per_call: int = 1000, name: str = "train",
+               workdir: str | None = None, checkpoint_every: int | None = None, progress: bool = True,
+               shard_seeds: bool | None = None, devices=None):
+    if num_steps < 0 or steps_per_call <= 0:
+      raise ValueError(f"num_steps must be >= 0 and steps_per_call > 0, got {num_steps}, {steps_per_call}")
+    self.step_fn = step_fn
+    self.num_steps = num_steps
+    self.steps_per_call = steps_per_call
+    self.name = name
+    self.workdir = workdir
+    self.checkpoint_every = checkpoint_every
+    self.progress = progress
+    self.shard_seeds = default_shard_seeds() if shard_seeds is None else shard_seeds
+    self.devices = devices
+    self._compiled: dict[int, Callable] = {}
+    self.history: list[dict] = []
+
+  def _chunk_fn(self, k: int, mesh: Mesh | None):
+    if k not in self._compiled:
+      fn = make_chunk_fn(self.step_fn, k)
+      if mesh is None:
+        self._compiled[k] = jax.jit(fn, donate_argnums=0)
+      else:
+        seeds, replicated = NamedSharding(mesh, PartitionSpec("seeds")), NamedSharding(mesh, PartitionSpec())
+        self._compiled[k] = jax.jit(fn, donate_argnums=0, in_shardings=(seeds, replicated, seeds, replicated),
+                                    out_shardings=(seeds, seeds))
+    return self._compiled[k]
+
+  def run(self, state: Any, data: Any, keys: jax.Array) -> Any:
+    """Train and return the final seed-stacked state. keys: [N, 2] raw PRNG keys, one per seed."""
+    num_seeds = keys.shape[0]
+    # The jitted chunk donates its state: copy once so aliased leaves (a target net initialised to the online one)
+    # are distinct buffers and the caller's arrays stay valid.
+    state = jax.tree.map(jnp.copy, state)
+    mesh = seed_mesh(num_seeds, self.devices) if self.shard_seeds else None
+    if mesh is not None:
+      state = jax.device_put(state, NamedSharding(mesh, PartitionSpec("seeds")))
+      keys = jax.device_put(keys, NamedSharding(mesh, PartitionSpec("seeds")))
+      data = jax.device_put(data, NamedSharding(mesh, PartitionSpec()))
+
+    ckpt, metrics_path, step = None, None, 0
+    if self.workdir is not None:
+      os.makedirs(self.workdir, exist_ok=True)
+      metrics_path = os.path.join(self.workdir, f"metrics_{self.name}.jsonl")
+      ckpt = Checkpointer(os.path.join(self.workdir, "checkpoints", self.name))
+      latest = ckpt.latest_step()
+      if latest is not None:
+        state, keys = self._restore(ckpt, latest, state, keys)
+        step = latest
+      _truncate_metrics(metrics_path, step)
+
+    bar = _progress_bar(self.num_steps, step, self.name, self.progress)
+    try:
+      while step < self.num_steps:
+        k = min(self.steps_per_call, self.num_steps - step)
+        if self.checkpoint_every:  # never step over a checkpoint boundary
+          k = min(k, self.checkpoint_every - step % self.checkpoint_every)
+        start = time.perf_counter()
+        state, metrics = self._chunk_fn(k, mesh)(state, data, keys, jnp.uint32(step))
+        metrics = jax.device_get(metrics)  # blocks: one chunk in flight at a time
+        elapsed = time.perf_counter() - start
+        step += k
+        record = {"step": step, "steps_per_sec": k / elapsed,
+                  "metrics": {name: np.asarray(v).tolist() for name, v in metrics.items()}}
+        self.history.append(record)
+        if metrics_path:
+          with open(metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if ckpt and (step == self.num_steps or (self.checkpoint_every and step % self.checkpoint_every == 0)):
+          ckpt.save(step, {"state": state, "keys": keys})
+        bar.update(k)
+        bar.set_postfix({n: f"{float(np.mean(v)):.4g}" for n, v in list(metrics.items())[:3]})
+    finally:
+      bar.close()
+      if ckpt:
+        ckpt.close()
+    return state
+
+  def _restore(self, ckpt: Checkpointer, step: int, state, keys):
+    like = {"state": state, "keys": keys}
+    try:
+      restored = ckpt.restore(step, like)
+    except Exception as e:  # shape/structure mismatch: say what is in the way instead of an orbax traceback
+      raise ValueError(
+          f"cannot resume stage '{self.name}' from {ckpt.directory} (step {step}): the checkpoint does not match "
+          f"this run (seeds: {keys.shape[0]}; a different config or seed list?). Use a new workdir. Cause: {e}"
+      ) from e
+    return restored["state"], restored["keys"]
+
+
+def _truncate_metrics(path: str, step: int) -> None:
+  """Drop metric lines past `step` (written after the checkpoint a resumed run starts from)."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.writelines(lines)
+  os.replace(tmp, path)
+
+
+def _progress_bar(total: int, initial: int, name: str, enabled: bool):
+  from tqdm.auto import tqdm
+
+  return tqdm(total=total, initial=initial, desc=name, unit="step", disable=not enabled, dynamic_ncols=True,
+              smoothing=0.1, mininterval=1.0)
+
+
+def train(step_fn: StepFn, state: Any, data: Any, keys: jax.Array, **trainer_kwargs) -> Any:
+  """Convenience: `Trainer(step_fn, **trainer_kwargs).run(state, data, keys)`."""
+  return Trainer(step_fn, **trainer_kwargs).run(state, data, keys)

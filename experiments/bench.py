@@ -1,0 +1,143 @@
+"""`make bench`: training-step throughput of the fused trainer, with the machine named.
+
+Measures steps/s of each stage's step for 1 and 8 vmapped seeds, fused (`steps_per_call` steps per jit call with
+lax.scan) and one step per call, next to the machine's measured float32 matmul rate. Median of several timed repeats
+after a warm-up call. Writes results/bench.json and results/bench.md.
+
+  python -m experiments.bench --seeds=1,8 --repeats=5
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import app, flags
+
+from common import iql
+from common.checkpoint import write_json_atomic
+from common.data import OfflineData
+from common.training import init_seeds, make_chunk_fn, seed_keys
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("seeds", ["1", "8"], "Seed counts to measure.")
+flags.DEFINE_integer("repeats", 5, "Timed repeats per measurement (median reported).")
+flags.DEFINE_integer("fused_steps", 500, "Steps per jit call in fused mode.")
+flags.DEFINE_integer("single_calls", 200, "Calls timed in one-step-per-call mode.")
+flags.DEFINE_string("out_dir", "results", "Where bench.json / bench.md go.")
+
+HOPPER = dict(obs_dim=11, action_dim=3)
+
+
+def machine_description() -> dict:
+  device = jax.devices()[0]
+  return {"platform": jax.default_backend(), "device": getattr(device, "device_kind", str(device)),
+          "num_devices": jax.device_count(), "cpu": platform.processor() or platform.machine(),
+          "cpu_count": os.cpu_count(), "jax": jax.__version__}
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+  """Measured float32 matmul rate, the ceiling the training steps are compared to."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    f(a).block_until_ready()
+    times.append(time.perf_counter() - start)
+  return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def random_data(n: int = 100_000, obs_dim: int = 11, action_dim: int = 3) -> OfflineData:
+  rng = np.random.default_rng(0)
+  f = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)
+  return OfflineData(observations=f(n, obs_dim), actions=jnp.tanh(f(n, action_dim)), rewards=f(n),
+                     next_observations=f(n, obs_dim), masks=jnp.ones(n))
+
+
+def flops_per_step(step_fn, state, data, keys) -> float:
+  """XLA's FLOP count of one step for all seeds (from a 1-step call: cost analysis counts a scan body once)."""
+  compiled = jax.jit(make_chunk_fn(step_fn, 1)).lower(state, data, keys, jnp.uint32(0)).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get("flops", float("nan"))) if cost else float("nan")
+
+
+def time_chunk(step_fn, state, data, keys, steps_per_call: int, calls: int, repeats: int) -> dict:
+  """Median steps/s of `calls` back-to-back jitted calls of `steps_per_call` scanned steps, and compile time."""
+  chunk = jax.jit(make_chunk_fn(step_fn, steps_per_call), donate_argnums=0)
+  start = time.perf_counter()
+  compiled = chunk.lower(state, data, keys, jnp.uint32(0)).compile()
+  compile_s = time.perf_counter() - start
+  state = jax.tree.map(jnp.copy, state)
+  state, _ = compiled(state, data, keys, jnp.uint32(0))  # warm-up
+  jax.block_until_ready(state)
+  rates = []
+  for r in range(repeats):
+    start = time.perf_counter()
+    for c in range(calls):
+      state, metrics = compiled(state, data, keys, jnp.uint32((r * calls + c + 1) * steps_per_call))
+    jax.block_until_ready((state, metrics))
+    rates.append(calls * steps_per_call / (time.perf_counter() - start))
+  return {"steps_per_sec": statistics.median(rates), "compile_s": compile_s}
+
+
+def critic_stage():
+  cfg = ml_collections.ConfigDict(dict(hidden=(256, 256), value_layer_norm=True, lr=3e-4, expectile=0.7,
+                                       discount=0.99, polyak=0.005, batch_size=256))
+  init = lambda key: iql.init_critic(key, HOPPER["obs_dim"], HOPPER["action_dim"], cfg)
+  return "IQL critic step (b256)", iql.make_critic_step(cfg), init, random_data()
+
+
+def run_benchmarks(seed_counts, repeats, fused_steps, single_calls, stages=(critic_stage,)) -> dict:
+  results = {"machine": machine_description(), "matmul_gflops": matmul_gflops(), "rows": []}
+  for make_stage in stages:
+    name, step_fn, init_fn, data = make_stage()
+    for n_seeds in seed_counts:
+      keys = seed_keys(range(n_seeds))
+      state = init_seeds(init_fn, keys)
+      flops = flops_per_step(step_fn, state, data, keys)
+      for mode, k, calls in (("fused", fused_steps, 1), ("one step per call", 1, single_calls)):
+        m = time_chunk(step_fn, state, data, keys, k, calls, repeats)
+        gflops = flops * m["steps_per_sec"] / 1e9
+        row = {"stage": name, "seeds": n_seeds, "mode": mode, **m, "flops_per_step": flops, "achieved_gflops": gflops,
+               "device": results["machine"]["device"]}
+        results["rows"].append(row)
+        print(f"{name:28s} seeds={n_seeds:<2d} {mode:18s} {m['steps_per_sec']:9.1f} steps/s "
+              f"({m['steps_per_sec'] * n_seeds:9.1f} seed-steps/s) {gflops:6.1f} GFLOP/s  compile {m['compile_s']:.1f}s",
+              flush=True)
+  return results
+
+
+def to_markdown(results: dict) -> str:
+  m = results["machine"]
+  lines = [f"Machine: {m['device']} ({m['platform']}, {m['cpu_count']} CPU cores, {m['cpu']}), jax {m['jax']}; "
+           f"measured f32 matmul rate {results['matmul_gflops']:.1f} GFLOP/s.", "",
+           "| stage | seeds | mode | steps/s | seed-steps/s | GFLOP/s | % of matmul rate | compile (s) |",
+           "|---|---|---|---|---|---|---|---|"]
+  for r in results["rows"]:
+    lines.append(f"| {r['stage']} | {r['seeds']} | {r['mode']} | {r['steps_per_sec']:.1f} | "
+                 f"{r['steps_per_sec'] * r['seeds']:.1f} | {r['achieved_gflops']:.1f} | "
+                 f"{100 * r['achieved_gflops'] / results['matmul_gflops']:.0f}% | {r['compile_s']:.1f} |")
+  return "\n".join(lines) + "\n"
+
+
+def main(_):
+  results = run_benchmarks([int(s) for s in FLAGS.seeds], FLAGS.repeats, FLAGS.fused_steps, FLAGS.single_calls)
+  os.makedirs(FLAGS.out_dir, exist_ok=True)
+  write_json_atomic(os.path.join(FLAGS.out_dir, "bench.json"), results)
+  markdown = to_markdown(results)
+  with open(os.path.join(FLAGS.out_dir, "bench.md"), "w") as f:
+    f.write(markdown)
+  print(markdown)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -187,3 +187,17 @@ def test_seed_axis_sharded_over_two_cpu_devices_matches_one_device(tmp_path):
                        progress=False, shard_seeds=False).run(state, data, keys)
   np.testing.assert_allclose(np.load(out_file), one_device.q.params["params"]["VmapMLP_0"]["Dense_2"]["kernel"],
                              atol=1e-6, rtol=1e-5)
+
+
+def test_learning_curve_plot_from_metrics(tmp_path):
+  from common.plots import plot_learning_curves, read_metrics
+
+  data = random_data()
+  state, keys = initial_state(data, [0, 1])
+  Trainer(iql.make_critic_step(small_config()), num_steps=20, steps_per_call=5, workdir=str(tmp_path),
+          name="critic", progress=False).run(state, data, keys)
+  steps, metrics = read_metrics(str(tmp_path / "metrics_critic.jsonl"))
+  np.testing.assert_array_equal(steps, [5, 10, 15, 20])
+  assert metrics["q_loss"].shape == (4, 2)
+  png = plot_learning_curves(str(tmp_path / "metrics_critic.jsonl"))
+  assert os.path.getsize(png) > 1000 and open(png, "rb").read(4) == b"\x89PNG"

@@ -1,0 +1,47 @@
+"""Learning-curve figures from the Trainer's JSONL metrics (one line per chunk, one value per seed)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+
+def read_metrics(path: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+  """steps [C] and {metric: values [C, num_seeds]} from a metrics_<stage>.jsonl file."""
+  steps, metrics = [], {}
+  with open(path) as f:
+    for line in f:
+      if not line.strip():
+        continue
+      record = json.loads(line)
+      steps.append(record["step"])
+      for name, values in record["metrics"].items():
+        metrics.setdefault(name, []).append(np.atleast_1d(values))
+  return np.asarray(steps), {name: np.stack(v) for name, v in metrics.items()}
+
+
+def plot_learning_curves(path: str, out_png: str | None = None, title: str | None = None) -> str:
+  """One panel per metric: the per-seed curves and their mean. Returns the PNG path."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  steps, metrics = read_metrics(path)
+  if not metrics:
+    raise ValueError(f"no metrics in {path}")
+  fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.0), squeeze=False)
+  for ax, (name, values) in zip(axes[0], metrics.items()):
+    ax.plot(steps, values, color="tab:blue", alpha=0.3, linewidth=0.8)
+    ax.plot(steps, values.mean(axis=1), color="tab:blue", linewidth=1.8, label=f"mean of {values.shape[1]} seeds")
+    ax.set_title(name)
+    ax.set_xlabel("step")
+  axes[0][0].legend(fontsize=7)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  out_png = out_png or os.path.splitext(path)[0] + ".png"
+  fig.savefig(out_png, dpi=110)
+  plt.close(fig)
+  return out_png

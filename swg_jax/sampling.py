@@ -1,0 +1,100 @@
+"""SWG sampling (Algorithm 2): the self-weighted guided eps, DDPM / DPM-Solver++ over z = (a, w), and SWG-R.
+
+Guided noise prediction (guidance scale rho; rho = 1 exact, rho = 0 the behaviour policy):
+  eps~ = eps - rho sigma_t grad_{z_t} log w0hat(z_t),   w0hat = (w_t - sigma_t eps_w(z_t)) / alpha_t,
+with w0hat clipped to [w_min, w_max] before the log and NaN gradients replaced by 0.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from common.diffusion import VPDiscrete
+from common.solvers import ddpm_sample, dpm_solver_pp
+
+EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
+W_MIN, W_MAX = 1e-4, 1.0
+SAMPLERS = ("ddpm", "dpm")
+W_PREDICTIONS = ("tweedie", "official")
+
+
+def is_static_zero(x) -> bool:
+  return isinstance(x, numbers.Real) and x == 0
+
+
+def w0_prediction(x: jax.Array, eps: jax.Array, t_model: jax.Array, schedule: VPDiscrete,
+                  w_prediction: str = "tweedie") -> jax.Array:
+  """Data prediction of the weight coordinate.  x, eps [B, A + 1] -> [B]
+
+  "tweedie": (w_t - sigma_t eps_w) / alpha_t with alpha_t = sqrt(abar) (the correct one, default);
+  "official": the official JAX code's division by sqrt of the single-step alpha (parity option).
+  """
+  alpha, sigma = schedule.alpha_sigma(schedule.t_from_model_time(t_model))
+  if w_prediction == "official":
+    i = jnp.clip(jnp.round(t_model).astype(jnp.int32), 0, schedule.num_steps - 1)
+    alpha = jnp.sqrt(jnp.asarray(schedule.alphas)[i])
+  elif w_prediction != "tweedie":
+    raise ValueError(f"w_prediction must be one of {W_PREDICTIONS}, got {w_prediction!r}")
+  return (x[:, -1] - sigma * eps[:, -1]) / alpha
+
+
+def guided_eps_fn(eps_fn: EpsFn, schedule: VPDiscrete, guidance_scale, *, w_min: float = W_MIN,
+                  w_max: float = W_MAX, w_prediction: str = "tweedie") -> EpsFn:
+  """Wrap eps_fn(z [B, A + 1], t_model) into SWG's guided one. A Python 0 scale returns eps_fn itself."""
+  if is_static_zero(guidance_scale):
+    return eps_fn
+  if isinstance(guidance_scale, numbers.Real) and guidance_scale < 0:
+    raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale!r}")
+
+  def guided(x, t_model):
+    def log_w0(x):
+      eps = eps_fn(x, t_model)
+      w0 = jnp.clip(w0_prediction(x, eps, t_model, schedule, w_prediction), w_min, w_max)
+      # Each sample's w0 depends only on its own z (no cross-batch layers), so the gradient of the sum is per-sample.
+      return jnp.sum(jnp.log(w0)), eps
+
+    grad, eps = jax.grad(log_w0, has_aux=True)(x)
+    grad = jnp.where(jnp.isnan(grad), 0.0, grad)
+    _, sigma = schedule.alpha_sigma(schedule.t_from_model_time(t_model))
+    return eps - guidance_scale * sigma * grad
+
+  return guided
+
+
+def clip_z(z: jax.Array, w_min: float = W_MIN, w_max: float = W_MAX) -> jax.Array:
+  """Actions to [-1, 1], w to [w_min, w_max].  [B, A + 1]"""
+  return jnp.concatenate([jnp.clip(z[:, :-1], -1.0, 1.0), jnp.clip(z[:, -1:], w_min, w_max)], axis=-1)
+
+
+def sample_z(eps_fn: EpsFn, schedule: VPDiscrete, batch: int, dim: int, key: jax.Array, *, guidance_scale=1.0,
+             sampler: str = "ddpm", num_steps: int = 10, order: int = 2, temperature=0.0, w_min: float = W_MIN,
+             w_max: float = W_MAX, w_prediction: str = "tweedie") -> jax.Array:
+  """Samples z_0 = (a, w) [batch, dim] with the (guided) eps.
+
+  z_T = temperature * N(0, I) (temperature 0: z_T = 0, a deterministic sampler). DDPM runs all T steps with ancestral
+  noise scaled by temperature and clips z after every step; "dpm" runs num_steps of deterministic DPM-Solver++
+  (order `order`) clipping every data prediction and finishing with the denoising step to index 0.
+  """
+  eps = guided_eps_fn(eps_fn, schedule, guidance_scale, w_min=w_min, w_max=w_max, w_prediction=w_prediction)
+  clip = lambda z: clip_z(z, w_min, w_max)
+  init_key, noise_key = jax.random.split(key)
+  if is_static_zero(temperature):
+    z_T = jnp.zeros((batch, dim), jnp.float32)
+  else:
+    z_T = temperature * jax.random.normal(init_key, (batch, dim), jnp.float32)
+  if sampler == "ddpm":
+    return ddpm_sample(eps, schedule, z_T, noise_key, temperature=temperature, clip_fn=clip)
+  if sampler == "dpm":
+    return dpm_solver_pp(eps, schedule, z_T, num_steps=num_steps, order=order, x0_clip_fn=clip,
+                         denoise_to_zero=True)
+  raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+
+
+def select_best(candidates: jax.Array, scores: jax.Array) -> jax.Array:
+  """SWG-R: per state, the candidate with the highest score.  [B, N, D], [B, N] -> [B, D]"""
+  best = jnp.argmax(scores, axis=1)
+  return jnp.take_along_axis(candidates, best[:, None, None], axis=1)[:, 0]

@@ -70,13 +70,14 @@ class LNResNetBlock(nn.Module):
   hidden: int
   activation: Activation
   dropout_rate: float = 0.1
+  layer_norm_eps: float = 1e-6  # flax's default; the official PyTorch SRPO nets use torch's 1e-5
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     y = x
     if self.dropout_rate > 0:
       y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
-    y = nn.LayerNorm()(y)
+    y = nn.LayerNorm(epsilon=self.layer_norm_eps)(y)
     y = nn.Dense(4 * self.hidden)(y)
     y = self.activation(y)
     y = nn.Dense(self.hidden)(y)
@@ -101,6 +102,7 @@ class ConditionalEpsNet(nn.Module):
   activation: str = "mish"
   aux_head_after_block: Optional[int] = None
   aux_out_dim: int = 1
+  layer_norm_eps: float = 1e-6
 
   @nn.compact
   def __call__(self, x, t, s, train: bool = False):
@@ -116,7 +118,7 @@ class ConditionalEpsNet(nn.Module):
     h = nn.Dense(self.hidden)(jnp.concatenate([x, s, temb], axis=-1))
     aux = None
     for k in range(1, self.num_blocks + 1):
-      h = LNResNetBlock(self.hidden, act, self.dropout_rate)(h, train)
+      h = LNResNetBlock(self.hidden, act, self.dropout_rate, self.layer_norm_eps)(h, train)
       if k == self.aux_head_after_block:
         aux = MLP((self.hidden, self.aux_out_dim), act, name="aux_head")(h)
     out = nn.Dense(self.out_dim)(act(h))

@@ -57,8 +57,11 @@ def init_seeds(init_fn: Callable[[jax.Array], Any], keys: jax.Array) -> Any:
   return jax.vmap(init_fn)(keys)
 
 
-def make_chunk_fn(step_fn: StepFn, num_steps: int) -> Callable:
-  """`chunk(states, data, keys, start_step) -> (states, mean metrics [N])`: num_steps scanned steps per seed."""
+def make_chunk_fn(step_fn: StepFn, num_steps: int, data_per_seed: bool = False) -> Callable:
+  """`chunk(states, data, keys, start_step) -> (states, mean metrics [N])`: num_steps scanned steps per seed.
+
+  The data is shared by all seeds, or with `data_per_seed` has its own leading seed axis (e.g. one weighting each).
+  """
 
   def one_seed(state, data, key, start_step):
     def body(state, i):
@@ -67,7 +70,7 @@ def make_chunk_fn(step_fn: StepFn, num_steps: int) -> Callable:
     state, metrics = jax.lax.scan(body, state, jnp.arange(num_steps, dtype=jnp.uint32))
     return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
 
-  return jax.vmap(one_seed, in_axes=(0, None, 0, None))
+  return jax.vmap(one_seed, in_axes=(0, 0 if data_per_seed else None, 0, None))
 
 
 def seed_mesh(num_seeds: int, devices=None) -> Mesh:
@@ -92,7 +95,7 @@ class Trainer:
 
   def __init__(self, step_fn: StepFn, *, num_steps: int, steps_per_call: int = 1000, name: str = "train",
                workdir: str | None = None, checkpoint_every: int | None = None, progress: bool = True,
-               shard_seeds: bool | None = None, devices=None):
+               shard_seeds: bool | None = None, devices=None, data_per_seed: bool = False):
     if num_steps < 0 or steps_per_call <= 0:
       raise ValueError(f"num_steps must be >= 0 and steps_per_call > 0, got {num_steps}, {steps_per_call}")
     self.step_fn = step_fn
@@ -104,17 +107,19 @@ class Trainer:
     self.progress = progress
     self.shard_seeds = default_shard_seeds() if shard_seeds is None else shard_seeds
     self.devices = devices
+    self.data_per_seed = data_per_seed
     self._compiled: dict[int, Callable] = {}
     self.history: list[dict] = []
 
   def _chunk_fn(self, k: int, mesh: Mesh | None):
     if k not in self._compiled:
-      fn = make_chunk_fn(self.step_fn, k)
+      fn = make_chunk_fn(self.step_fn, k, self.data_per_seed)
       if mesh is None:
         self._compiled[k] = jax.jit(fn, donate_argnums=0)
       else:
         seeds, replicated = NamedSharding(mesh, PartitionSpec("seeds")), NamedSharding(mesh, PartitionSpec())
-        self._compiled[k] = jax.jit(fn, donate_argnums=0, in_shardings=(seeds, replicated, seeds, replicated),
+        data = seeds if self.data_per_seed else replicated
+        self._compiled[k] = jax.jit(fn, donate_argnums=0, in_shardings=(seeds, data, seeds, replicated),
                                     out_shardings=(seeds, seeds))
     return self._compiled[k]
 
@@ -128,7 +133,7 @@ class Trainer:
     if mesh is not None:
       state = jax.device_put(state, NamedSharding(mesh, PartitionSpec("seeds")))
       keys = jax.device_put(keys, NamedSharding(mesh, PartitionSpec("seeds")))
-      data = jax.device_put(data, NamedSharding(mesh, PartitionSpec()))
+      data = jax.device_put(data, NamedSharding(mesh, PartitionSpec("seeds" if self.data_per_seed else None)))
 
     ckpt, metrics_path, step = None, None, 0
     if self.workdir is not None:

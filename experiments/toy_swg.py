@@ -21,6 +21,7 @@ import numpy as np
 
 import swg_jax
 from common.toy_datasets import TOY_DATASETS, energy_distance, sample_toy, target_samples, toy_weights
+from common.training import Trainer
 from swg_jax import model as model_lib
 
 BETAS = (0.0, 1.0, 5.0, 10.0, 15.0)
@@ -47,31 +48,13 @@ def train_betas(points: np.ndarray, energy: np.ndarray, betas, config, seed: int
       weights=jnp.stack([jnp.asarray(toy_weights(energy, b)) for b in betas]))
   keys = jax.random.split(jax.random.PRNGKey(seed), len(betas))
   state = jax.vmap(lambda k: model_lib.init_diffusion(k, 0, 2, dc))(keys)
-  step = model_lib.make_diffusion_step(2, dc)
-  # common.training's chunk shares the data across seeds; here every beta has its own weights, so vmap the data too.
-  chunk = jax.jit(jax.vmap(_one_seed_chunk(step, dc.steps_per_call), in_axes=(0, 0, 0, None)))
-  done = 0
-  if dc.steps % dc.steps_per_call:
-    raise ValueError(f"steps ({dc.steps}) must be a multiple of steps_per_call ({dc.steps_per_call})")
-  while done < dc.steps:
-    state, metrics = chunk(state, data, keys, jnp.uint32(done))
-    done += dc.steps_per_call
-    print(f"  step {done}: loss {np.asarray(metrics['loss']).round(3).tolist()}", flush=True)
+  trainer = Trainer(model_lib.make_diffusion_step(2, dc), num_steps=dc.steps, steps_per_call=dc.steps_per_call,
+                    name="toy_diffusion", data_per_seed=True)  # every beta has its own weights
+  state = trainer.run(state, data, keys)
   defaults = tuple(sorted(config.sampling.to_dict().items()))
   net, schedule = model_lib.make_network(2, dc), model_lib.make_schedule(dc)
   return [swg_jax.SWGModel(params=jax.tree.map(lambda x: x[i], state.ema_params), net=net, schedule=schedule,
                            obs_dim=0, action_dim=2, sampling_defaults=defaults) for i in range(len(betas))]
-
-
-def _one_seed_chunk(step, k):
-  def one_seed(state, data, key, start):
-    def body(state, i):
-      return step(state, data, jax.random.fold_in(key, start + i))
-
-    state, metrics = jax.lax.scan(body, state, jnp.arange(k, dtype=jnp.uint32))
-    return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
-
-  return one_seed
 
 
 def plot(panels, datasets, betas, path):

@@ -1,0 +1,115 @@
+"""SRPO (Score Regularized Policy Optimization, Chen et al. ICLR 2024) in JAX.
+
+Pipeline: IQL critic (common.iql) -> diffusion behaviour model (srpo_jax.behavior) -> score-regularised Dirac
+policy (srpo_jax.policy). Every stage is a pure step function run by `common.training.Trainer`, seeds vmapped.
+
+  config = srpo_jax.configs.get_config("hopper-medium-v2:paper")
+  result = srpo_jax.train(config, data)          # data: common.data.OfflineData
+  actions = srpo_jax.act(result.policy.seed(0), observations)
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax.training.train_state import TrainState
+
+from common import iql
+from common.data import OfflineData
+from common.networks import TwinQ
+from common.training import Trainer, init_seeds, seed_keys
+from srpo_jax import behavior as behavior_lib
+from srpo_jax import policy as policy_lib
+from srpo_jax.behavior import behavior_eps_fn, sample_behavior
+from srpo_jax.policy import NonFiniteQGradError, Policy, act, extract_policy
+
+__all__ = ["fit_behavior", "extract_policy", "train", "act", "behavior_eps_fn", "sample_behavior", "Policy",
+           "SRPOResult", "NonFiniteQGradError", "critic_q_fn"]
+
+
+class _Arrays(flax.struct.PyTreeNode):
+  observations: jax.Array
+  actions: jax.Array
+
+
+def fit_behavior(observations, actions, config, key: jax.Array, *, steps_per_call: int = 1000,
+                 progress: bool = False) -> TrainState:
+  """Train the diffusion behaviour model on (s [N, S], a [N, A]) for config.num_steps (config: the `behavior`
+  sub-config). Returns the (unstacked) TrainState; `behavior_eps_fn(state.params, apply_fn=state.apply_fn)` gives
+  eps(a_t, t, s)."""
+  observations = jnp.asarray(observations, jnp.float32)
+  actions = jnp.asarray(actions, jnp.float32)
+  if observations.ndim != 2 or actions.ndim != 2 or observations.shape[0] != actions.shape[0]:
+    raise ValueError(f"observations [N, S] and actions [N, A] needed, got {observations.shape} and {actions.shape}")
+  init_key, run_key = jax.random.split(key)
+  state = init_seeds(lambda k: behavior_lib.init_behavior(k, observations.shape[1], actions.shape[1], config),
+                     init_key[None])
+  state = Trainer(behavior_lib.make_behavior_step(config), num_steps=int(config.num_steps),
+                  steps_per_call=steps_per_call, name="behavior", progress=progress).run(
+                      state, _Arrays(observations, actions), run_key[None])
+  return jax.tree.map(lambda x: x[0], state)
+
+
+def critic_q_fn(q_params, hidden=(256, 256)):
+  """Qbar(s, a) = mean of the twin (target) Qs, the Q that SRPO's policy follows.  -> [B]"""
+  net = TwinQ(hidden=tuple(hidden))
+  return lambda s, a: jnp.mean(net.apply(q_params, s, a), axis=0)
+
+
+class SRPOResult(flax.struct.PyTreeNode):
+  """Seed-stacked results of `train`: critic (iql.CriticState), behavior (TrainState), policy (Policy, stacked)."""
+
+  critic: Any
+  behavior: Any
+  policy: Policy
+
+
+def train(config, data: OfflineData, workdir: str | None = None) -> SRPOResult:
+  """Critic -> behaviour -> policy for every seed in config.seeds (vmapped), with checkpoints/resume in workdir."""
+  if data.observations.ndim != 2 or data.actions.ndim != 2:
+    raise ValueError(f"data.observations [N, S] and data.actions [N, A] needed, got {data.observations.shape}, "
+                     f"{data.actions.shape}")
+  obs_dim, action_dim = data.obs_dim, data.action_dim
+  keys = seed_keys(config.seeds)
+  stage_keys = lambda i: jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
+  common = dict(steps_per_call=config.steps_per_call, workdir=workdir, progress=config.progress,
+                checkpoint_every=config.checkpoint_every)
+
+  critic = init_seeds(lambda k: iql.init_critic(k, obs_dim, action_dim, config.critic), stage_keys(0))
+  critic = Trainer(iql.make_critic_step(config.critic), num_steps=int(config.critic.num_steps), name="critic",
+                   **common).run(critic, data, stage_keys(1))
+
+  beh = init_seeds(lambda k: behavior_lib.init_behavior(k, obs_dim, action_dim, config.behavior), stage_keys(2))
+  beh = Trainer(behavior_lib.make_behavior_step(config.behavior), num_steps=int(config.behavior.num_steps),
+                name="behavior", **common).run(beh, data, stage_keys(3))
+
+  pcfg = config.policy
+  net = behavior_lib.behavior_net(action_dim, config.behavior)
+  twin = TwinQ(hidden=tuple(config.critic.hidden))
+  eps_apply = lambda p, a_t, t, s: net.apply(p, a_t, t, s, train=False)
+  q_apply = lambda p, s, a: jnp.mean(twin.apply(p, s, a), axis=0)
+
+  def init_stage(k, bp, qp):
+    return policy_lib.PolicyStageState(policy=policy_lib.init_policy(k, obs_dim, action_dim, pcfg),
+                                       behavior_params=bp, q_params=qp)
+
+  state = jax.vmap(init_stage)(stage_keys(4), beh.params, critic.q_target_params)
+  first = jax.tree.map(lambda x: x[0], state)
+  probe = data.observations[: min(256, data.size)]
+  policy_lib.check_action_dims(lambda a, t, s: eps_apply(first.behavior_params, a, t, s), obs_dim, action_dim)
+  policy_lib.check_q_grad(lambda s, a: q_apply(first.q_params, s, a), probe,
+                          first.policy.apply_fn(first.policy.params, probe), pcfg.normalize_q_grad)
+  step = policy_lib.make_policy_step(eps_apply, q_apply, pcfg)
+  state, _ = policy_lib.run_policy_stage(step, state, data.observations, stage_keys(5), pcfg, **common)
+  policy = Policy(params=state.policy.params, action_dim=action_dim, hidden=pcfg.hidden,
+                  num_layers=pcfg.num_layers, stacked=True)
+  if workdir is not None:
+    os.makedirs(workdir, exist_ok=True)
+    tmp = os.path.join(workdir, "config_srpo.json.tmp")
+    with open(tmp, "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+    os.replace(tmp, os.path.join(workdir, "config_srpo.json"))
+  return SRPOResult(critic=critic, behavior=beh, policy=policy)

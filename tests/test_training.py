@@ -201,3 +201,15 @@ def test_learning_curve_plot_from_metrics(tmp_path):
   assert metrics["q_loss"].shape == (4, 2)
   png = plot_learning_curves(str(tmp_path / "metrics_critic.jsonl"))
   assert os.path.getsize(png) > 1000 and open(png, "rb").read(4) == b"\x89PNG"
+
+
+def test_per_seed_data_equals_separate_runs():
+  datasets = [random_data(seed=10), random_data(seed=11)]
+  step = iql.make_critic_step(small_config())
+  state, keys = initial_state(datasets[0], [0, 1])
+  stacked = jax.tree.map(lambda *x: jnp.stack(x), *datasets)
+  together = Trainer(step, num_steps=6, steps_per_call=3, progress=False, data_per_seed=True).run(state, stacked, keys)
+  for i in range(2):
+    alone_state, alone_keys = initial_state(datasets[i], [i])
+    alone = Trainer(step, num_steps=6, steps_per_call=3, progress=False).run(alone_state, datasets[i], alone_keys)
+    assert_trees_close(jax.tree.map(lambda x: x[i], together.v.params), jax.tree.map(lambda x: x[0], alone.v.params))

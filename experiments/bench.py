@@ -31,6 +31,7 @@ flags.DEFINE_integer("repeats", 5, "Timed repeats per measurement (median report
 flags.DEFINE_integer("fused_steps", 500, "Steps per jit call in fused mode.")
 flags.DEFINE_integer("single_calls", 200, "Calls timed in one-step-per-call mode.")
 flags.DEFINE_string("out_dir", "results", "Where bench.json / bench.md go.")
+flags.DEFINE_list("stages", ["critic", "swg", "srpo_behavior", "srpo_policy"], "Training stages to measure.")
 
 HOPPER = dict(obs_dim=11, action_dim=3)
 
@@ -96,6 +97,53 @@ def critic_stage():
   return "IQL critic step (b256)", iql.make_critic_step(cfg), init, random_data()
 
 
+def swg_diffusion_stage():
+  import swg_jax
+  from swg_jax import model as swg_model
+
+  dc = swg_jax.get_config("paper").diffusion
+  base = random_data()
+  data = swg_model.WeightedData(observations=base.observations, actions=base.actions,
+                                weights=jax.nn.sigmoid(base.rewards))
+  init = lambda key: swg_model.init_diffusion(key, HOPPER["obs_dim"], HOPPER["action_dim"], dc)
+  return "SWG diffusion step (b1024)", swg_model.make_diffusion_step(HOPPER["action_dim"], dc), init, data
+
+
+def srpo_behavior_stage():
+  from srpo_jax import behavior, configs
+
+  bc = configs.get_config("paper").behavior
+  init = lambda key: behavior.init_behavior(key, HOPPER["obs_dim"], HOPPER["action_dim"], bc)
+  return "SRPO behaviour step (b2048)", behavior.make_behavior_step(bc), init, random_data()
+
+
+def srpo_policy_stage():
+  from srpo_jax import behavior, configs, policy
+
+  c = configs.get_config("hopper-medium-v2:paper")
+  eps_net = behavior.behavior_net(HOPPER["action_dim"], c.behavior)
+  critic_cfg = c.critic
+  init_critic = lambda key: iql.init_critic(key, HOPPER["obs_dim"], HOPPER["action_dim"], critic_cfg)
+
+  def init(key):
+    k1, k2, k3 = jax.random.split(key, 3)
+    critic = init_critic(k2)
+    return policy.PolicyStageState(
+        policy=policy.init_policy(k1, HOPPER["obs_dim"], HOPPER["action_dim"], c.policy),
+        behavior_params=behavior.init_behavior(k3, HOPPER["obs_dim"], HOPPER["action_dim"], c.behavior).params,
+        q_params=critic.q_target_params)
+
+  eps_apply = lambda p, a_t, t, s: eps_net.apply(p, a_t, t, s)
+  q_apply = lambda p, s, a: jnp.mean(critic_q_apply(p, s, a), axis=0)
+  critic_q_apply = init_critic(jax.random.PRNGKey(0)).q.apply_fn
+  step = policy.make_policy_step(eps_apply, q_apply, c.policy)
+  return "SRPO policy step (b256)", step, init, random_data().observations
+
+
+STAGES = {"critic": critic_stage, "swg": swg_diffusion_stage, "srpo_behavior": srpo_behavior_stage,
+          "srpo_policy": srpo_policy_stage}
+
+
 def run_benchmarks(seed_counts, repeats, fused_steps, single_calls, stages=(critic_stage,)) -> dict:
   results = {"machine": machine_description(), "matmul_gflops": matmul_gflops(), "rows": []}
   for make_stage in stages:
@@ -116,6 +164,62 @@ def run_benchmarks(seed_counts, repeats, fused_steps, single_calls, stages=(crit
   return results
 
 
+def _median_ms(fn, repeats: int, calls: int = 20) -> float:
+  jax.block_until_ready(fn())  # compile
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(calls):
+      out = fn()
+    jax.block_until_ready(out)
+    times.append((time.perf_counter() - start) / calls * 1e3)
+  return statistics.median(times)
+
+
+def action_latency(repeats: int) -> list[dict]:
+  """Wall time of one action-selection call (host call to result) for randomly initialised paper-size networks:
+  the cost does not depend on the weights."""
+  import swg_jax
+  import srpo_jax
+  from srpo_jax import behavior, configs, policy
+  from swg_jax import model as swg_model
+
+  S, A = HOPPER["obs_dim"], HOPPER["action_dim"]
+  key = jax.random.PRNGKey(0)
+  swg_cfg = swg_jax.get_config("paper")
+  critic = iql.init_critic(key, S, A, swg_cfg.critic)
+  swg = swg_jax.SWGModel(params=swg_model.init_diffusion(key, S, A, swg_cfg.diffusion).params, critic=critic,
+                         net=swg_model.make_network(A, swg_cfg.diffusion),
+                         schedule=swg_model.make_schedule(swg_cfg.diffusion), obs_dim=S, action_dim=A,
+                         sampling_defaults=tuple(sorted(swg_cfg.sampling.to_dict().items())))
+  srpo_cfg = configs.get_config("hopper-medium-v2:paper")
+  pol = policy.Policy(params=policy.init_policy(key, S, A, srpo_cfg.policy).params, action_dim=A)
+  beh_net = behavior.behavior_net(A, srpo_cfg.behavior)
+  beh_params = behavior.init_behavior(key, S, A, srpo_cfg.behavior).params
+
+  @jax.jit
+  def diffusion_policy(obs, key):  # SRPO's behaviour model sampled with DPM-Solver++ (15 steps)
+    return behavior.sample_behavior(behavior.behavior_eps_fn(beh_params, beh_net), obs, A, key, num_steps=15)
+
+  rows = []
+  for states in (1, 64, 256):
+    obs = jax.random.normal(jax.random.PRNGKey(1), (states, S))
+    obs_np = np.asarray(obs)
+    methods = {"SRPO policy (one MLP forward)": lambda: srpo_jax.act(pol, obs)}
+    if states <= 64:
+      methods.update({
+          "SWG guided DDPM-15": lambda: swg_jax.sample(swg, obs_np, key, sampler="ddpm"),
+          "SWG guided DPM-Solver++ 10 steps": lambda: swg_jax.sample(swg, obs_np, key, sampler="dpm", num_steps=10),
+          "SWG guided DPM-Solver++ 5 steps": lambda: swg_jax.sample(swg, obs_np, key, sampler="dpm", num_steps=5),
+          "SWG-R DDPM-15, 16 candidates": lambda: swg_jax.sample(swg, obs_np, key, temperature=1.0,
+                                                                 num_candidates=16),
+          "diffusion policy: SRPO behaviour, DPM-Solver++ 15": lambda: diffusion_policy(obs, key),
+      })
+    for name, fn in methods.items():
+      rows.append({"method": name, "states": states, "ms": _median_ms(fn, repeats)})
+  return rows
+
+
 def to_markdown(results: dict) -> str:
   m = results["machine"]
   lines = [f"Machine: {m['device']} ({m['platform']}, {m['cpu_count']} CPU cores, {m['cpu']}), jax {m['jax']}; "
@@ -126,11 +230,20 @@ def to_markdown(results: dict) -> str:
     lines.append(f"| {r['stage']} | {r['seeds']} | {r['mode']} | {r['steps_per_sec']:.1f} | "
                  f"{r['steps_per_sec'] * r['seeds']:.1f} | {r['achieved_gflops']:.1f} | "
                  f"{100 * r['achieved_gflops'] / results['matmul_gflops']:.0f}% | {r['compile_s']:.1f} |")
+  if results.get("latency"):
+    lines += ["", "Action selection latency (median wall time of one call, paper-size networks, hopper dimensions):", "",
+              "| method | states | ms |", "|---|---|---|"]
+    lines += [f"| {r['method']} | {r['states']} | {r['ms']:.3f} |" for r in results["latency"]]
   return "\n".join(lines) + "\n"
 
 
 def main(_):
-  results = run_benchmarks([int(s) for s in FLAGS.seeds], FLAGS.repeats, FLAGS.fused_steps, FLAGS.single_calls)
+  stages = [STAGES[name] for name in FLAGS.stages]
+  results = run_benchmarks([int(s) for s in FLAGS.seeds], FLAGS.repeats, FLAGS.fused_steps, FLAGS.single_calls,
+                           stages)
+  results["latency"] = action_latency(FLAGS.repeats)
+  for row in results["latency"]:
+    print(f"{row['method']:40s} states={row['states']:<4d} {row['ms']:8.3f} ms", flush=True)
   os.makedirs(FLAGS.out_dir, exist_ok=True)
   write_json_atomic(os.path.join(FLAGS.out_dir, "bench.json"), results)
   markdown = to_markdown(results)

@@ -28,8 +28,7 @@ from common.training import init_seeds, make_chunk_fn, seed_keys
 FLAGS = flags.FLAGS
 flags.DEFINE_list("seeds", ["1", "8"], "Seed counts to measure.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats per measurement (median reported).")
-flags.DEFINE_integer("fused_steps", 500, "Steps per jit call in fused mode.")
-flags.DEFINE_integer("single_calls", 200, "Calls timed in one-step-per-call mode.")
+flags.DEFINE_integer("fused_steps", 0, "Steps per jit call in fused mode (0: the stage's default, ~seconds a call).")
 flags.DEFINE_string("out_dir", "results", "Where bench.json / bench.md go.")
 flags.DEFINE_list("stages", ["critic", "swg", "srpo_behavior", "srpo_policy"], "Training stages to measure.")
 
@@ -140,20 +139,24 @@ def srpo_policy_stage():
   return "SRPO policy step (b256)", step, init, random_data().observations
 
 
-STAGES = {"critic": critic_stage, "swg": swg_diffusion_stage, "srpo_behavior": srpo_behavior_stage,
-          "srpo_policy": srpo_policy_stage}
+# Stage -> (builder, default steps per fused call): heavy stages take fewer so one call lasts a few seconds.
+STAGES = {"critic": (critic_stage, 200), "swg": (swg_diffusion_stage, 10),
+          "srpo_behavior": (srpo_behavior_stage, 8), "srpo_policy": (srpo_policy_stage, 100)}
 
 
-def run_benchmarks(seed_counts, repeats, fused_steps, single_calls, stages=(critic_stage,)) -> dict:
+def run_benchmarks(seed_counts, repeats, stages, fused_steps: int = 0) -> dict:
+  """stages: names from STAGES. One-step-per-call mode times half as many calls as the fused call has steps."""
   results = {"machine": machine_description(), "matmul_gflops": matmul_gflops(), "rows": []}
-  for make_stage in stages:
+  for stage in stages:
+    make_stage, default_steps = STAGES[stage]
+    k = fused_steps or default_steps
     name, step_fn, init_fn, data = make_stage()
     for n_seeds in seed_counts:
       keys = seed_keys(range(n_seeds))
       state = init_seeds(init_fn, keys)
       flops = flops_per_step(step_fn, state, data, keys)
-      for mode, k, calls in (("fused", fused_steps, 1), ("one step per call", 1, single_calls)):
-        m = time_chunk(step_fn, state, data, keys, k, calls, repeats)
+      for mode, steps, calls in (("fused", k, 1), ("one step per call", 1, max(1, k // 2))):
+        m = time_chunk(step_fn, state, data, keys, steps, calls, repeats)
         gflops = flops * m["steps_per_sec"] / 1e9
         row = {"stage": name, "seeds": n_seeds, "mode": mode, **m, "flops_per_step": flops, "achieved_gflops": gflops,
                "device": results["machine"]["device"]}
@@ -164,8 +167,12 @@ def run_benchmarks(seed_counts, repeats, fused_steps, single_calls, stages=(crit
   return results
 
 
-def _median_ms(fn, repeats: int, calls: int = 20) -> float:
+def _median_ms(fn, repeats: int) -> float:
+  """Median over repeats of the mean wall time of back-to-back calls (about 0.3 s of calls per repeat)."""
   jax.block_until_ready(fn())  # compile
+  start = time.perf_counter()
+  jax.block_until_ready(fn())
+  calls = max(1, min(200, int(0.3 / max(time.perf_counter() - start, 1e-6))))
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
@@ -238,9 +245,7 @@ def to_markdown(results: dict) -> str:
 
 
 def main(_):
-  stages = [STAGES[name] for name in FLAGS.stages]
-  results = run_benchmarks([int(s) for s in FLAGS.seeds], FLAGS.repeats, FLAGS.fused_steps, FLAGS.single_calls,
-                           stages)
+  results = run_benchmarks([int(s) for s in FLAGS.seeds], FLAGS.repeats, FLAGS.stages, FLAGS.fused_steps)
   results["latency"] = action_latency(FLAGS.repeats)
   for row in results["latency"]:
     print(f"{row['method']:40s} states={row['states']:<4d} {row['ms']:8.3f} ms", flush=True)

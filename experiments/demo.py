@@ -2,7 +2,7 @@
 
 1. Builds the built-in offline dataset (Minari, from the real Gymnasium Reacher-v5; experiments/make_dataset.py)
    under results/demo/minari, unless it is already there.
-2. The SWG toy experiment on all six 2-D datasets (experiments/toy_swg.py, small size).
+2. The SWG toy experiment on all six 2-D datasets (experiments/toy_swg.py, small networks, 2000 samples a panel).
 3. The SRPO 2-D bandit experiment on all six datasets (experiments/toy_srpo.py, small size).
 Figures and tables go to results/demo/. The full pipeline on the built-in dataset (critic, SWG, SWG-R, SRPO,
 evaluation, report) is the next piece of work (issue 5) and is not part of this demo yet.
@@ -45,7 +45,7 @@ def main(argv=None):
 
   datasets = ",".join(TOY_DATASETS)
   print("[demo] SWG toy experiment", flush=True)
-  toy_swg.main([f"--size={args.toy_size}", f"--datasets={datasets}", f"--out={out}/toy_swg"])
+  toy_swg.main([f"--size={args.toy_size}", f"--datasets={datasets}", "--samples=2000", f"--out={out}/toy_swg"])
   print("[demo] SRPO bandit experiment", flush=True)
   toy_srpo.main([f"--size={args.toy_size}", f"--datasets={datasets}", f"--out={out}/toy_srpo"])
 

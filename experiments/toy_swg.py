@@ -95,6 +95,7 @@ def main(argv=None):
   parser.add_argument("--out", default="/tmp/toy_swg")
   parser.add_argument("--datasets", default="", help="comma-separated subset (default: the size's list)")
   parser.add_argument("--steps", type=int, default=0, help="override training steps")
+  parser.add_argument("--samples", type=int, default=0, help="override samples per panel")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--guidance_scale", type=float, default=1.0)
   parser.add_argument("--sampler", choices=("ddpm", "dpm"), default="ddpm")
@@ -103,6 +104,8 @@ def main(argv=None):
   size = dict(SIZES[args.size])
   if args.steps:
     size["steps"] = args.steps
+  if args.samples:
+    size["samples"] = args.samples
   datasets = tuple(d for d in args.datasets.split(",") if d) or size["datasets"]
   for d in datasets:
     if d not in TOY_DATASETS:

@@ -23,8 +23,20 @@ def _alpha_from_log_snr(lam):
   return -0.5 * jnp.logaddexp(0.0, -2.0 * lam)
 
 
+class _VPFromLogAlpha:
+  """alpha, sigma and lambda of a VP process (alpha^2 + sigma^2 = 1) from a subclass's `log_alpha(t)`."""
+
+  def alpha_sigma(self, t):
+    log_alpha = self.log_alpha(t)
+    return jnp.exp(log_alpha), jnp.sqrt(-jnp.expm1(2.0 * log_alpha))
+
+  def log_snr(self, t):
+    log_alpha = self.log_alpha(t)
+    return log_alpha - 0.5 * jnp.log(-jnp.expm1(2.0 * log_alpha))
+
+
 @dataclasses.dataclass(frozen=True)
-class VPContinuous:
+class VPContinuous(_VPFromLogAlpha):
   """Continuous VP-SDE: log alpha_t = -t^2 (b_max - b_min) / 4 - t b_min / 2, sigma_t = sqrt(1 - alpha_t^2)."""
 
   beta_min: float = 0.1
@@ -35,13 +47,6 @@ class VPContinuous:
   def log_alpha(self, t):
     return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
 
-  def alpha_sigma(self, t):
-    log_alpha = self.log_alpha(t)
-    return jnp.exp(log_alpha), jnp.sqrt(-jnp.expm1(2.0 * log_alpha))
-
-  def log_snr(self, t):
-    log_alpha = self.log_alpha(t)
-    return log_alpha - 0.5 * jnp.log(-jnp.expm1(2.0 * log_alpha))
 
   def t_from_log_snr(self, lam):
     """Inverse of `log_snr`: solve the quadratic in t for the given log alpha."""
@@ -67,7 +72,7 @@ def discrete_vp_alphas(num_steps: int = 15, b_min: float = 0.1, b_max: float = 1
 
 
 @dataclasses.dataclass(frozen=True)
-class VPDiscrete:
+class VPDiscrete(_VPFromLogAlpha):
   """SWG's discrete VP schedule. Index i = 0..T-1 is diffusion step t = i + 1; the network sees the index i."""
 
   num_steps: int = 15
@@ -108,13 +113,6 @@ class VPDiscrete:
     t_grid, log_alpha_grid = self._grid()
     return jnp.interp(t, t_grid, log_alpha_grid)
 
-  def alpha_sigma(self, t):
-    log_alpha = self.log_alpha(t)
-    return jnp.exp(log_alpha), jnp.sqrt(-jnp.expm1(2.0 * log_alpha))
-
-  def log_snr(self, t):
-    log_alpha = self.log_alpha(t)
-    return log_alpha - 0.5 * jnp.log(-jnp.expm1(2.0 * log_alpha))
 
   def t_from_log_snr(self, lam):
     t_grid, log_alpha_grid = self._grid()

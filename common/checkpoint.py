@@ -38,19 +38,23 @@ class Checkpointer:
     self._manager.close()
 
 
-def write_json_atomic(path: str, obj: Any) -> None:
-  """Write JSON to a temporary file in the same directory, then rename: a crash never leaves half a file."""
+def write_text_atomic(path: str, text: str) -> None:
+  """Write to a temporary file in the same directory, then rename: a crash never leaves half a file."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".json")
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_")
   try:
     with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=2, sort_keys=True, default=str)
+      f.write(text)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
 def save_config(workdir: str, config) -> str:

@@ -8,7 +8,6 @@ after a warm-up call. Writes results/bench.json and results/bench.md.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -21,7 +20,7 @@ import numpy as np
 from absl import app, flags
 
 from common import iql
-from common.checkpoint import write_json_atomic
+from common.checkpoint import write_json_atomic, write_text_atomic
 from common.data import OfflineData
 from common.training import init_seeds, make_chunk_fn, seed_keys
 
@@ -252,8 +251,7 @@ def main(_):
   os.makedirs(FLAGS.out_dir, exist_ok=True)
   write_json_atomic(os.path.join(FLAGS.out_dir, "bench.json"), results)
   markdown = to_markdown(results)
-  with open(os.path.join(FLAGS.out_dir, "bench.md"), "w") as f:
-    f.write(markdown)
+  write_text_atomic(os.path.join(FLAGS.out_dir, "bench.md"), markdown)
   print(markdown)
 
 

@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 
 import srpo_jax
+from common.checkpoint import write_text_atomic
 from common.toy_datasets import TOY_DATASETS, energy_distance, sample_toy
 from srpo_jax import behavior as behavior_lib
 from srpo_jax import configs
@@ -121,13 +122,6 @@ def plot(panels: dict, path: str):
   os.replace(tmp, path)
 
 
-def write_atomic(path: str, text: str):
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--size", choices=sorted(SIZES), default="small")
@@ -151,12 +145,12 @@ def main(argv=None):
   meta = {"size": args.size, "seed": args.seed, "weighting": args.weighting, "inv_betas": INV_BETAS,
           "seconds": round(time.time() - start, 1), "backend": jax.default_backend(),
           **{k: v for k, v in size.items() if k != "datasets"}}
-  write_atomic(os.path.join(args.out, "metrics.json"), json.dumps({"meta": meta, "rows": rows}, indent=1))
+  write_text_atomic(os.path.join(args.out, "metrics.json"), json.dumps({"meta": meta, "rows": rows}, indent=1))
   lines = ["| dataset | 1/beta | mean dist to target | mean dist to nearest data point | behaviour ED |",
            "|---|---|---|---|---|"]
   lines += [f"| {r['dataset']} | {r['inv_beta']} | {r['dist_to_target']:.3f} | {r['dist_to_data']:.3f} | "
             f"{r['behavior_energy_distance']:.4f} |" for r in rows]
-  write_atomic(os.path.join(args.out, "metrics.md"), "\n".join(lines) + "\n")
+  write_text_atomic(os.path.join(args.out, "metrics.md"), "\n".join(lines) + "\n")
   print(f"wrote {args.out}/toy_srpo.png, metrics.json, metrics.md ({meta['seconds']} s)")
 
 

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import swg_jax
+from common.checkpoint import write_text_atomic
 from common.toy_datasets import TOY_DATASETS, energy_distance, sample_toy, target_samples, toy_weights
 from common.training import Trainer
 from swg_jax import model as model_lib
@@ -83,12 +84,6 @@ def plot(panels, datasets, betas, path):
   plt.close(fig)
 
 
-def write_atomic(path: str, text: str):
-  with open(path + ".tmp", "w") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)
-
-
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--size", choices=sorted(SIZES), default="small")
@@ -141,7 +136,7 @@ def main(argv=None):
   meta = {"size": args.size, "samples_per_panel": n, "guidance_scale": args.guidance_scale, "sampler": args.sampler,
           "num_steps": args.num_steps, "temperature": 1.0, "config": config.diffusion.to_dict(),
           "backend": jax.default_backend()}
-  write_atomic(os.path.join(args.out, "metrics.json"), json.dumps({"meta": meta, "rows": metrics}, indent=1,
+  write_text_atomic(os.path.join(args.out, "metrics.json"), json.dumps({"meta": meta, "rows": metrics}, indent=1,
                                                                     default=str))
   lines = [f"# SWG toy results ({args.size}: {n} samples per panel, rho = {args.guidance_scale:g}, {args.sampler}, "
            "temperature 1)", "", "Energy distance to the ground truth (lower is better); the noise floor is the "
@@ -149,7 +144,7 @@ def main(argv=None):
            "| dataset | beta | SWG vs truth | noise floor | unguided vs truth |", "|---|---|---|---|---|"]
   lines += [f"| {r['dataset']} | {r['beta']:g} | {r['swg_vs_truth']:.4f} | {r['noise_floor']:.4f} | "
             f"{r['unguided_vs_truth']:.4f} |" for r in metrics]
-  write_atomic(os.path.join(args.out, "metrics.md"), "\n".join(lines) + "\n")
+  write_text_atomic(os.path.join(args.out, "metrics.md"), "\n".join(lines) + "\n")
   print(f"wrote {args.out}/toy_swg.png, metrics.json, metrics.md")
 
 

@@ -15,6 +15,7 @@ import optax
 
 from common.diffusion import VPDiscrete, eps_matching_loss, noise
 from common.networks import ConditionalEpsNet
+from common.data import sample_batch
 from common.training import make_optimizer
 
 
@@ -28,11 +29,6 @@ class WeightedData(flax.struct.PyTreeNode):
   @property
   def size(self) -> int:
     return self.actions.shape[0]
-
-
-def sample_weighted_batch(data: WeightedData, key: jax.Array, batch_size: int) -> WeightedData:
-  idx = jax.random.randint(key, (batch_size,), 0, data.size)
-  return jax.tree.map(lambda x: jnp.take(x, idx, axis=0), data)
 
 
 class DiffusionState(flax.struct.PyTreeNode):
@@ -77,7 +73,7 @@ def make_diffusion_step(action_dim: int, config):
 
   def step(state: DiffusionState, data: WeightedData, key: jax.Array):
     batch_key, t_key, eps_key, drop_key = jax.random.split(key, 4)
-    batch = sample_weighted_batch(data, batch_key, config.batch_size)
+    batch = sample_batch(data, batch_key, config.batch_size)  # any pytree with .size
     z0 = jnp.concatenate([batch.actions, batch.weights[:, None]], axis=-1)
     i = jax.random.randint(t_key, (config.batch_size,), 0, T)
     alpha, sigma = schedule.index_alpha_sigma(i)

@@ -11,7 +11,6 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from common.diffusion import VPDiscrete
 from common.solvers import ddpm_sample, dpm_solver_pp

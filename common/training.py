@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import Any, Callable
 
@@ -57,10 +58,23 @@ def init_seeds(init_fn: Callable[[jax.Array], Any], keys: jax.Array) -> Any:
   return jax.vmap(init_fn)(keys)
 
 
-def make_chunk_fn(step_fn: StepFn, num_steps: int, data_per_seed: bool = False) -> Callable:
+def seed_stage_keys(keys: jax.Array, stage: int) -> jax.Array:
+  """Per-seed keys of one pipeline stage (init or training of critic, model, ...): fold_in(seed_key, stage).  [N, 2]"""
+  return jax.vmap(lambda k: jax.random.fold_in(k, stage))(keys)
+
+
+def _per_data_field(data_per_seed, per_seed, shared):
+  """`per_seed` / `shared` for all of the data (a bool) or per field (a pytree prefix of bools): vmap axes, shardings."""
+  if isinstance(data_per_seed, bool):
+    return per_seed if data_per_seed else shared
+  return jax.tree.map(lambda flag: per_seed if flag else shared, data_per_seed)
+
+
+def make_chunk_fn(step_fn: StepFn, num_steps: int, data_per_seed=False) -> Callable:
   """`chunk(states, data, keys, start_step) -> (states, mean metrics [N])`: num_steps scanned steps per seed.
 
-  The data is shared by all seeds, or with `data_per_seed` has its own leading seed axis (e.g. one weighting each).
+  The data is shared by all seeds; with `data_per_seed=True` all of it has a leading seed axis (e.g. one weighting
+  each), and with a pytree prefix of bools (e.g. `WeightedData(False, False, True)`) only the fields marked True do.
   """
 
   def one_seed(state, data, key, start_step):
@@ -70,7 +84,7 @@ def make_chunk_fn(step_fn: StepFn, num_steps: int, data_per_seed: bool = False) 
     state, metrics = jax.lax.scan(body, state, jnp.arange(num_steps, dtype=jnp.uint32))
     return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
 
-  return jax.vmap(one_seed, in_axes=(0, 0 if data_per_seed else None, 0, None))
+  return jax.vmap(one_seed, in_axes=(0, _per_data_field(data_per_seed, 0, None), 0, None))
 
 
 def seed_mesh(num_seeds: int, devices=None) -> Mesh:
@@ -95,7 +109,7 @@ class Trainer:
 
   def __init__(self, step_fn: StepFn, *, num_steps: int, steps_per_call: int = 1000, name: str = "train",
                workdir: str | None = None, checkpoint_every: int | None = None, progress: bool = True,
-               shard_seeds: bool | None = None, devices=None, data_per_seed: bool = False):
+               shard_seeds: bool | None = None, devices=None, data_per_seed=False):
     if num_steps < 0 or steps_per_call <= 0:
       raise ValueError(f"num_steps must be >= 0 and steps_per_call > 0, got {num_steps}, {steps_per_call}")
     self.step_fn = step_fn
@@ -118,7 +132,7 @@ class Trainer:
         self._compiled[k] = jax.jit(fn, donate_argnums=0)
       else:
         seeds, replicated = NamedSharding(mesh, PartitionSpec("seeds")), NamedSharding(mesh, PartitionSpec())
-        data = seeds if self.data_per_seed else replicated
+        data = _per_data_field(self.data_per_seed, seeds, replicated)
         self._compiled[k] = jax.jit(fn, donate_argnums=0, in_shardings=(seeds, data, seeds, replicated),
                                     out_shardings=(seeds, seeds))
     return self._compiled[k]
@@ -133,7 +147,8 @@ class Trainer:
     if mesh is not None:
       state = jax.device_put(state, NamedSharding(mesh, PartitionSpec("seeds")))
       keys = jax.device_put(keys, NamedSharding(mesh, PartitionSpec("seeds")))
-      data = jax.device_put(data, NamedSharding(mesh, PartitionSpec("seeds" if self.data_per_seed else None)))
+      data = jax.device_put(data, _per_data_field(self.data_per_seed, NamedSharding(mesh, PartitionSpec("seeds")),
+                                                   NamedSharding(mesh, PartitionSpec())))
 
     ckpt, metrics_path, step = None, None, 0
     if self.workdir is not None:
@@ -144,6 +159,8 @@ class Trainer:
       if latest is not None:
         state, keys = self._restore(ckpt, latest, state, keys)
         step = latest
+        print(f"[{self.name}] resuming from step {step} of {self.num_steps} ({ckpt.directory})", file=sys.stderr,
+              flush=True)
       _truncate_metrics(metrics_path, step)
 
     bar = _progress_bar(self.num_steps, step, self.name, self.progress)

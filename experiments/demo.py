@@ -1,58 +1,149 @@
-"""`make demo`: what runs end to end today, with no download, on any machine (CPU included).
+"""`make demo`: the whole pipeline at small scale, no download, on any machine (CPU included).
 
-1. Builds the built-in offline dataset (Minari, from the real Gymnasium Reacher-v5; experiments/make_dataset.py)
-   under results/demo/minari, unless it is already there.
-2. The SWG toy experiment on all six 2-D datasets (experiments/toy_swg.py, small networks, 2000 samples a panel).
-3. The SRPO 2-D bandit experiment on all six datasets (experiments/toy_srpo.py, small size).
-Figures and tables go to results/demo/. The full pipeline on the built-in dataset (critic, SWG, SWG-R, SRPO,
-evaluation, report) is the next piece of work (issue 5) and is not part of this demo yet.
+1. Builds the built-in offline dataset (Minari, from the real Gymnasium Reacher-v5 and a noisy scripted controller;
+   experiments/make_dataset.py) under <out>/minari, unless it is already there.
+2. SWG (critic -> weights -> joint diffusion; evaluated as SWG and SWG-R) and SRPO (critic -> behaviour -> policy)
+   on it with the `demo` presets, 2 seeds each trained together, 20 evaluation episodes per seed in Reacher-v5.
+3. Report: <out>/report.md and <out>/reacher_returns.png — each policy's return against the dataset's average,
+   random actions and the noiseless controller.
+4. The SWG toy experiment and the SRPO 2-D bandit experiment on all six datasets (<out>/toy_swg, <out>/toy_srpo).
 
-  python -m experiments.demo [--out=results/demo] [--toy_size=small|full]
+Runs resume from <out>/reacher/<algo> when started again (--fresh starts over).
+
+  python -m experiments.demo [--out=results/demo] [--toy_size=small|full] [--fresh] [--skip_toys]
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import time
 
-from common.toy_datasets import TOY_DATASETS
+from experiments.report import POLICY_NAMES
+
+
+def dataset_reference(dataset_id: str) -> dict:
+  """Average return of the dataset's episodes and its reference returns (random actions, noiseless controller)."""
+  import minari
+
+  from experiments import make_dataset
+
+  dataset = minari.load_dataset(dataset_id)
+  meta = dataset.storage.metadata
+  return {"dataset": make_dataset.dataset_average_return(dataset), "random": meta["ref_min_score"],
+          "controller": meta["ref_max_score"], "steps": dataset.total_steps}
+
+
+def pipeline_rows(summaries: dict, ref: dict) -> list[dict]:
+  rows = []
+  for algo, summary in summaries.items():
+    for name, ev in summary["eval"].items():
+      ret = ev["return"]
+      rows.append({"policy": POLICY_NAMES[name], "return": ret["mean"], "std": ret["std"], "per_seed": ret["per_seed"],
+                   "score": ev["score"]["mean"], "gain": ret["mean"] - ref["dataset"], "env": ev["env_id"],
+                   "episodes": f"{len(ev['seeds'])} x {ev['episodes_per_seed']}",
+                   "train_s": sum(summary["stage_seconds"].values())})
+  return rows
+
+
+def pipeline_report(rows: list[dict], ref: dict, dataset_id: str, wall_s: float) -> str:
+  gap = ref["controller"] - ref["dataset"]
+  lines = [f"Dataset `{dataset_id}` ({ref['steps']} transitions): average return {ref['dataset']:.2f}; random "
+           f"actions {ref['random']:.2f}; the noiseless scripted controller {ref['controller']:.2f}.", "",
+           "| policy | return (mean ± std over seeds) | normalised score | vs dataset average | share of the gap to "
+           "the controller closed | seeds x episodes | training time |", "|---|---|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(f"| {r['policy']} | {r['return']:.2f} ± {r['std']:.2f} | {r['score']:.1f} | {r['gain']:+.2f} | "
+                 f"{100 * r['gain'] / gap:.0f} % | {r['episodes']} | {r['train_s']:.0f} s |")
+  verdict = [f"{r['policy']} {'beats' if r['gain'] > 0 else 'does NOT beat'} the dataset average by {r['gain']:.2f}"
+             for r in rows]
+  lines += ["", "; ".join(verdict) + f". Evaluated in {rows[0]['env'] if rows else '?'}; pipeline wall time "
+            f"{wall_s / 60:.1f} min."]
+  return "\n".join(lines)
+
+
+def plot_returns(rows: list[dict], ref: dict, path: str) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(5.5, 3.4))
+  names = [r["policy"] for r in rows]
+  ax.bar(names, [r["return"] for r in rows], color="tab:blue", alpha=0.7)
+  for i, r in enumerate(rows):
+    ax.scatter([i] * len(r["per_seed"]), r["per_seed"], color="black", s=12, zorder=3,
+               label="seed means" if i == 0 else None)
+  for value, label, style in ((ref["dataset"], "dataset average", "--"), (ref["random"], "random actions", ":"),
+                              (ref["controller"], "noiseless controller", "-.")):
+    ax.axhline(value, color="tab:red", linestyle=style, linewidth=1, label=f"{label} ({value:.1f})")
+  ax.set_ylabel("episode return (Reacher-v5)")
+  ax.set_title("Offline RL on the built-in noisy-controller dataset")
+  ax.legend(fontsize=7, loc="lower right")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def run_pipeline(out: str, fresh: bool) -> str:
+  import srpo_jax
+  import swg_jax
+  from common.checkpoint import write_text_atomic
+  from experiments import make_dataset
+
+  import minari
+
+  dataset_id = make_dataset.DEFAULT_ID
+  if dataset_id not in minari.list_local_datasets():
+    print(f"[demo] building {dataset_id} in {os.environ['MINARI_DATASETS_PATH']}", flush=True)
+    make_dataset.make_reacher_dataset()
+  ref = dataset_reference(dataset_id)
+  start = time.time()
+  summaries = {}
+  for algo, module in (("swg", swg_jax), ("srpo", srpo_jax)):
+    workdir = os.path.join(out, "reacher", algo)
+    if fresh:
+      shutil.rmtree(workdir, ignore_errors=True)
+    print(f"[demo] {algo.upper()} on {dataset_id} (workdir {workdir})", flush=True)
+    summaries[algo] = module.train_and_evaluate(module.get_config(f"{dataset_id}:demo"), workdir)
+  rows = pipeline_rows(summaries, ref)
+  text = pipeline_report(rows, ref, dataset_id, time.time() - start)
+  plot_returns(rows, ref, os.path.join(out, "reacher_returns.png"))
+  write_text_atomic(os.path.join(out, "report.md"), text + "\n")
+  return text
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--out", default="results/demo")
   parser.add_argument("--toy_size", default="small", choices=("small", "full"))
+  parser.add_argument("--fresh", action="store_true", help="retrain instead of resuming earlier demo runs")
+  parser.add_argument("--skip_toys", action="store_true")
   args = parser.parse_args(argv)
   out = os.path.abspath(args.out)
   os.makedirs(out, exist_ok=True)
   os.environ.setdefault("MINARI_DATASETS_PATH", os.path.join(out, "minari"))
   start = time.time()
 
-  from experiments import make_dataset
+  from absl import logging
 
-  import minari
+  logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
+  report = run_pipeline(out, args.fresh)
 
-  if make_dataset.DEFAULT_ID not in minari.list_local_datasets():
-    print(f"[demo] building {make_dataset.DEFAULT_ID} in {os.environ['MINARI_DATASETS_PATH']}", flush=True)
-    make_dataset.make_reacher_dataset()
-  dataset = minari.load_dataset(make_dataset.DEFAULT_ID)
-  meta = dataset.storage.metadata
-  print(f"[demo] {make_dataset.DEFAULT_ID}: {dataset.total_steps} steps, dataset average return "
-        f"{make_dataset.dataset_average_return(dataset):.2f} (random {meta['ref_min_score']:.2f}, scripted "
-        f"controller {meta['ref_max_score']:.2f})", flush=True)
+  if not args.skip_toys:
+    from common.toy_datasets import TOY_DATASETS
+    from experiments import toy_srpo, toy_swg
 
-  from experiments import toy_srpo, toy_swg
-
-  datasets = ",".join(TOY_DATASETS)
-  print("[demo] SWG toy experiment", flush=True)
-  toy_swg.main([f"--size={args.toy_size}", f"--datasets={datasets}", "--samples=2000", f"--out={out}/toy_swg"])
-  print("[demo] SRPO bandit experiment", flush=True)
-  toy_srpo.main([f"--size={args.toy_size}", f"--datasets={datasets}", f"--out={out}/toy_srpo"])
-
-  for name in ("toy_swg", "toy_srpo"):
-    with open(os.path.join(out, name, "metrics.md")) as f:
-      print(f.read())
-  print(f"[demo] done in {time.time() - start:.0f}s; figures and tables in {out}")
+    datasets = ",".join(TOY_DATASETS)
+    print("[demo] SWG toy experiment", flush=True)
+    toy_swg.main([f"--size={args.toy_size}", f"--datasets={datasets}", "--samples=2000", f"--out={out}/toy_swg"])
+    print("[demo] SRPO bandit experiment", flush=True)
+    toy_srpo.main([f"--size={args.toy_size}", f"--datasets={datasets}", f"--out={out}/toy_srpo"])
+    for name in ("toy_swg", "toy_srpo"):
+      with open(os.path.join(out, name, "metrics.md")) as f:
+        print(f.read())
+  print(report)
+  print(f"[demo] done in {time.time() - start:.0f}s; report, figures and tables in {out}")
 
 
 if __name__ == "__main__":

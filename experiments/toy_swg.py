@@ -35,8 +35,8 @@ SIZES = {
 def toy_config(size: dict):
   c = swg_jax.get_config("smoke")
   c.diffusion.update(hidden=size["hidden"], num_blocks=3, dropout_rate=0.0, time_embed_dim=32,
-                     time_features=(size["hidden"],) * 2, batch_size=size["batch"], steps=size["steps"],
-                     decay_steps=size["steps"], steps_per_call=min(size["steps"], 1000), lr=1e-3, ema=0.005)
+                     time_features=(size["hidden"],) * 2, batch_size=size["batch"], num_steps=size["steps"],
+                     decay_steps=size["steps"], lr=1e-3, ema=0.005)
   return c
 
 
@@ -49,7 +49,7 @@ def train_betas(points: np.ndarray, energy: np.ndarray, betas, config, seed: int
       weights=jnp.stack([jnp.asarray(toy_weights(energy, b)) for b in betas]))
   keys = jax.random.split(jax.random.PRNGKey(seed), len(betas))
   state = jax.vmap(lambda k: model_lib.init_diffusion(k, 0, 2, dc))(keys)
-  trainer = Trainer(model_lib.make_diffusion_step(2, dc), num_steps=dc.steps, steps_per_call=dc.steps_per_call,
+  trainer = Trainer(model_lib.make_diffusion_step(2, dc), num_steps=dc.num_steps, steps_per_call=min(dc.num_steps, 1000),
                     name="toy_diffusion", data_per_seed=True)  # every beta has its own weights
   state = trainer.run(state, data, keys)
   defaults = tuple(sorted(config.sampling.to_dict().items()))

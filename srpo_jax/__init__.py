@@ -6,10 +6,10 @@ policy (srpo_jax.policy). Every stage is a pure step function run by `common.tra
   config = srpo_jax.configs.get_config("hopper-medium-v2:paper")
   result = srpo_jax.train(config, data)          # data: common.data.OfflineData
   actions = srpo_jax.act(result.policy.seed(0), observations)
+  summary = srpo_jax.train_and_evaluate(config, workdir)   # + dataset loading, evaluation, report
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import flax.struct
@@ -18,15 +18,16 @@ import jax.numpy as jnp
 from flax.training.train_state import TrainState
 
 from common import iql
+from common import run as run_lib
 from common.data import OfflineData
 from common.networks import TwinQ
-from common.training import Trainer, init_seeds, seed_keys
+from common.training import Trainer, init_seeds, seed_keys, seed_stage_keys
 from srpo_jax import behavior as behavior_lib
 from srpo_jax import policy as policy_lib
 from srpo_jax.behavior import behavior_eps_fn, sample_behavior
-from srpo_jax.policy import NonFiniteQGradError, Policy, act, extract_policy
+from srpo_jax.policy import NonFiniteQGradError, Policy, act, extract_policy, seed_act
 
-__all__ = ["fit_behavior", "extract_policy", "train", "act", "behavior_eps_fn", "sample_behavior", "Policy",
+__all__ = ["fit_behavior", "extract_policy", "train", "train_and_evaluate", "act", "seed_act", "behavior_eps_fn", "sample_behavior", "Policy",
            "SRPOResult", "NonFiniteQGradError", "critic_q_fn"]
 
 
@@ -74,7 +75,7 @@ def train(config, data: OfflineData, workdir: str | None = None) -> SRPOResult:
                      f"{data.actions.shape}")
   obs_dim, action_dim = data.obs_dim, data.action_dim
   keys = seed_keys(config.seeds)
-  stage_keys = lambda i: jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
+  stage_keys = lambda i: seed_stage_keys(keys, i)
   common = dict(steps_per_call=config.steps_per_call, workdir=workdir, progress=config.progress,
                 checkpoint_every=config.checkpoint_every)
 
@@ -106,10 +107,17 @@ def train(config, data: OfflineData, workdir: str | None = None) -> SRPOResult:
   state, _ = policy_lib.run_policy_stage(step, state, data.observations, stage_keys(5), pcfg, **common)
   policy = Policy(params=state.policy.params, action_dim=action_dim, hidden=pcfg.hidden,
                   num_layers=pcfg.num_layers, stacked=True)
-  if workdir is not None:
-    os.makedirs(workdir, exist_ok=True)
-    tmp = os.path.join(workdir, "config_srpo.json.tmp")
-    with open(tmp, "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-    os.replace(tmp, os.path.join(workdir, "config_srpo.json"))
   return SRPOResult(critic=critic, behavior=beh, policy=policy)
+
+
+def train_and_evaluate(config, workdir: str | None = None, *, download: bool = True) -> dict:
+  """The main job: load config.dataset, train every seed (resuming in workdir), evaluate the policies in the
+  dataset's env, write eval_srpo.json, plots and summary.json. Returns the summary. Raises common.data.DatasetError /
+  common.run.RunError with a message for the user."""
+  data, info = run_lib.load_run_data(config, download=download)
+  if workdir is not None:  # after loading: a dataset that fails leaves no run behind
+    run_lib.prepare_workdir(workdir, config, "srpo")
+  policy = train(config, data, workdir=workdir).policy
+  evaluation = run_lib.load_eval(workdir, "srpo") or run_lib.evaluate_policy(
+      lambda obs, key: seed_act(policy, obs), config, info, workdir, "srpo")
+  return run_lib.write_summary(workdir, "srpo", config, info, {"srpo": evaluation})

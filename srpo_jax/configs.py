@@ -1,15 +1,19 @@
 """SRPO configs: `get_config("preset")` or `get_config("dataset:preset")`.
 
-  python -m experiments.train --algo=srpo --config=srpo_jax/configs.py:hopper-medium-v2:paper
+  python -m experiments.train --algo=srpo --config=srpo_jax/configs.py:hopper-medium-v2:paper --seeds=0,1,2,3,4
 
-Presets: "paper" (the official code's numbers: 1.5M critic, 2M behaviour and 1M policy steps) and "smoke" (tiny nets,
-a few steps: wiring checks only). A dataset name sets beta (the official per-dataset table), the IQL expectile (0.9
+Presets: "paper" (the official code's numbers: 1.5M critic, 2M behaviour and 1M policy steps), "demo" (small networks,
+a few thousand steps: the built-in Reacher dataset in minutes on a CPU) and "smoke" (tiny nets, a few steps: wiring
+checks only). A dataset name of the paper's tables sets beta (the official per-dataset table), the IQL expectile (0.9
 AntMaze / 0.7 otherwise), the policy depth (4 AntMaze / 2 otherwise), AntMaze's per-sample normalisation of grad_a Q
-and the reward preprocessing kind.
+and, like any dataset name, the reward preprocessing kind; other datasets keep the defaults below (beta 0.05).
 """
 from __future__ import annotations
 
 import ml_collections
+
+from common.data import infer_reward_kind
+from common.run import add_run_fields, split_config_arg
 
 # The official SRPO code's per-dataset beta (it multiplies the Q term of the policy loss).
 BETAS = {
@@ -19,7 +23,7 @@ BETAS = {
     "antmaze-umaze": 0.02, "antmaze-umaze-diverse": 0.04, "antmaze-medium-play": 0.08,
     "antmaze-medium-diverse": 0.05, "antmaze-large-play": 0.06, "antmaze-large-diverse": 0.05,
 }
-PRESETS = ("paper", "smoke")
+PRESETS = ("paper", "demo", "smoke")
 
 
 def _strip_version(name: str) -> str:
@@ -30,25 +34,19 @@ def _strip_version(name: str) -> str:
   return "-".join(parts)
 
 
-def dataset_overrides(dataset: str) -> dict:
-  """beta, expectile, policy depth, grad-Q normalisation and reward kind for a D4RL-style dataset name."""
+def dataset_overrides(dataset: str) -> dict | None:
+  """beta, expectile, policy depth and grad-Q normalisation for a dataset of the paper's table (a D4RL name, any
+  version), or None for other datasets."""
   key = _strip_version(dataset)
   if key not in BETAS:
-    raise ValueError(f"unknown dataset {dataset!r} for SRPO's beta table (known: {sorted(BETAS)}); "
-                     f"pass a preset only and set policy.beta yourself")
+    return None
   antmaze = key.startswith("antmaze")
   return {"beta": BETAS[key], "expectile": 0.9 if antmaze else 0.7, "policy_layers": 4 if antmaze else 2,
-          "normalize_q_grad": antmaze, "reward_kind": "antmaze" if antmaze else "locomotion"}
+          "normalize_q_grad": antmaze}
 
 
 def base_config() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.dataset = ""
-  c.reward_kind = "locomotion"
-  c.seeds = (0,)
-  c.steps_per_call = 1000
-  c.progress = True
-  c.checkpoint_every = 100_000
+  c = add_run_fields(ml_collections.ConfigDict(), episode_rule="iql")
 
   c.critic = ml_collections.ConfigDict(dict(
       hidden=(256, 256), value_layer_norm=False, lr=3e-4, expectile=0.7, discount=0.99, polyak=0.005,
@@ -63,30 +61,40 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  c.steps_per_call = 500
+  c.checkpoint_every = 2000
+  c.seeds = (0, 1)
+  c.critic.update(num_steps=6000)
+  c.behavior.update(hidden=128, batch_size=256, num_steps=4000)
+  c.policy.update(num_steps=2000)
+  return c
+
+
 def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.steps_per_call = 10
   c.progress = False
-  c.checkpoint_every = None
+  c.checkpoint_every = 0
   c.critic.update(hidden=(32, 32), batch_size=64, num_steps=20)
   c.behavior.update(hidden=32, num_blocks=1, batch_size=64, num_steps=20)
   c.policy.update(hidden=32, batch_size=64, num_steps=20)
+  c.eval.episodes = 2
   return c
 
 
 def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
   """arg: "paper", "smoke", "<dataset>" or "<dataset>:<preset>" (e.g. "antmaze-large-play-v2:paper")."""
-  dataset, preset = (arg.rsplit(":", 1) if ":" in arg else (("", arg) if arg in PRESETS else (arg, "paper")))
-  if preset not in PRESETS:
-    raise ValueError(f"unknown SRPO preset {preset!r} in {arg!r}; expected one of {PRESETS}")
+  dataset, preset = split_config_arg(arg, PRESETS, "SRPO")
   c = base_config()
-  if dataset:
-    o = dataset_overrides(dataset)
-    c.dataset = dataset
-    c.reward_kind = o["reward_kind"]
+  c.dataset = dataset
+  c.reward_kind = infer_reward_kind(dataset) if dataset else ""
+  o = dataset_overrides(dataset) if dataset else None
+  if o:
     c.critic.expectile = o["expectile"]
     c.policy.beta = o["beta"]
     c.policy.num_layers = o["policy_layers"]
     c.policy.normalize_q_grad = o["normalize_q_grad"]
-  if preset == "smoke":
-    c = smoke(c)
-  return c
+  return _PRESET_FNS[preset](c)
+
+
+_PRESET_FNS = {"paper": lambda c: c, "demo": demo, "smoke": smoke}

@@ -160,6 +160,14 @@ def act(policy: Policy, observations: jax.Array) -> jax.Array:
   return jax.vmap(apply)(policy.params) if policy.stacked else apply(policy.params)
 
 
+@jax.jit
+def seed_act(policy: Policy, observations: jax.Array) -> jax.Array:
+  """A seed-stacked policy on per-seed observations: [num_seeds, B, S] -> [num_seeds, B, A] (seed i acts on row i)."""
+  if not policy.stacked:
+    raise ValueError("seed_act needs a seed-stacked policy (srpo_jax.train's); use act for one seed")
+  return jax.vmap(lambda p, obs: policy.net.apply(p, obs))(policy.params, observations)
+
+
 def check_action_dims(eps_fn: EpsFn, obs_dim: int, action_dim: int) -> None:
   """Raise a clear ValueError when the behaviour model does not map [B, action_dim] actions to [B, action_dim]."""
   a = jax.ShapeDtypeStruct((2, action_dim), jnp.float32)

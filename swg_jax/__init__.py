@@ -2,7 +2,8 @@
 
   model = swg_jax.fit(observations, actions, weights, config, seed=0)       # joint (a, w) diffusion
   actions, w = swg_jax.sample(model, observations, key, guidance_scale=1.0)  # guided sampling
-  result = swg_jax.train(config, data)                                       # critic -> weights -> diffusion
+  result = swg_jax.train(config, data)              # critic -> weights -> diffusion, every seed of config.seeds
+  summary = swg_jax.train_and_evaluate(config, workdir)   # + dataset loading, SWG / SWG-R evaluation, report
 
 Shapes: observations [N, S] (S may be 0: a bandit), actions [N, A] in [-1, 1], weights [N] >= 0.
 """
@@ -20,10 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from common import iql
+from common import run as run_lib
 from common.data import OfflineData
 from common.diffusion import VPDiscrete
 from common.networks import ConditionalEpsNet
-from common.training import Trainer, init_seeds
+from common.training import Trainer, init_seeds, seed_keys, seed_stage_keys
 from swg_jax import configs, model as model_lib, sampling, weights as weights_lib
 from swg_jax.configs import get_config
 from swg_jax.model import WeightedData
@@ -33,7 +35,10 @@ ACTION_TOLERANCE = 1e-4
 
 
 class SWGModel(flax.struct.PyTreeNode):
-  """A trained SWG policy: EMA parameters of the joint network, optionally the critic (for SWG-R's Q selection)."""
+  """A trained SWG policy: EMA parameters of the joint network, optionally the critic (for SWG-R's Q selection).
+
+  `train` returns it seed-stacked (a leading seed axis on every array); `model.seed(i)` is one seed's model.
+  """
 
   params: Any
   critic: Any = None
@@ -47,12 +52,17 @@ class SWGModel(flax.struct.PyTreeNode):
     """eps_fn(z [B, A + 1], t_model) for the given observations [B, S]."""
     return lambda z, t_model: self.net.apply(self.params, z, t_model, observations)
 
+  def seed(self, i: int) -> "SWGModel":
+    return jax.tree.map(lambda x: x[i], self)
+
 
 class TrainResult(NamedTuple):
+  """Seed-stacked: model and critic have a leading seed axis; weights and advantages are [num_seeds, N]."""
+
   model: SWGModel
   critic: iql.CriticState
-  weights: np.ndarray      # [N]
-  advantages: np.ndarray   # [N]
+  weights: np.ndarray
+  advantages: np.ndarray
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -126,29 +136,39 @@ def fit(observations, actions, weights, config=None, key=None, *, seed: int | No
   """Trains the joint (a, w) diffusion model (Algorithm 1) and returns the EMA policy.
 
   config: a full SWG config (`get_config(...)`; default "smoke"); uses config.diffusion and config.sampling.
-  key / seed: PRNG key (or int seed; default config.seed). critic: kept in the model for SWG-R's Q selection.
+  key / seed: PRNG key (or int seed; default config.seeds[0]). critic: kept in the model for SWG-R's Q selection.
   """
   config = config if config is not None else get_config("smoke")
   observations, actions, w = validate_inputs(observations, actions, weights)
-  dc = config.diffusion
+  _warn_above_w_max(w, config)
+  key = _as_key(key, config.seeds[0] if seed is None else seed)
+  data = WeightedData(observations=jnp.asarray(observations), actions=jnp.asarray(actions), weights=jnp.asarray(w))
+  model = _fit_seeds(data, key[None], config, critic=critic, workdir=workdir, progress=progress)
+  return model.seed(0)
+
+
+def _warn_above_w_max(w: np.ndarray, config) -> None:
   w_max = config.sampling.w_max
   if w.max() > w_max:
     warnings.warn(f"weights reach {float(w.max()):.4g} > sampling.w_max = {w_max:g}: the sampler clips w (and the "
                   "guidance clips w0hat) to [w_min, w_max]; rescale the weights (e.g. divide by their max) or raise "
-                  "w_max", stacklevel=2)
-  key = _as_key(key, config.seed if seed is None else seed)
-  obs_dim, action_dim = observations.shape[1], actions.shape[1]
-  data = WeightedData(observations=jnp.asarray(observations), actions=jnp.asarray(actions), weights=jnp.asarray(w))
-  keys = key[None]
-  state = init_seeds(lambda k: model_lib.init_diffusion(k, obs_dim, action_dim, dc), keys)
-  trainer = Trainer(model_lib.make_diffusion_step(action_dim, dc), num_steps=dc.steps,
-                    steps_per_call=dc.steps_per_call, name="diffusion", workdir=workdir, progress=progress)
-  state = trainer.run(state, data, keys)
-  ema = jax.tree.map(lambda x: x[0], state.ema_params)
-  defaults = tuple(sorted(config.sampling.to_dict().items()))
-  return SWGModel(params=ema, critic=critic, net=model_lib.make_network(action_dim, dc),
+                  "w_max", stacklevel=3)
+
+
+def _fit_seeds(data: WeightedData, keys: jax.Array, config, *, critic=None, workdir=None, progress=False) -> SWGModel:
+  """The diffusion stage for every seed (keys [N, 2]); data.weights is [N_seeds, N] when it has a seed axis."""
+  dc = config.diffusion
+  obs_dim, action_dim = data.observations.shape[-1], data.actions.shape[-1]
+  init_keys, run_keys = seed_stage_keys(keys, 0), seed_stage_keys(keys, 1)
+  state = init_seeds(lambda k: model_lib.init_diffusion(k, obs_dim, action_dim, dc), init_keys)
+  per_seed = WeightedData(observations=False, actions=False, weights=data.weights.ndim == 2)
+  trainer = Trainer(model_lib.make_diffusion_step(action_dim, dc), num_steps=int(dc.num_steps),
+                    steps_per_call=config.steps_per_call, name="diffusion", workdir=workdir, progress=progress,
+                    checkpoint_every=config.checkpoint_every, data_per_seed=per_seed)
+  state = trainer.run(state, data, run_keys)
+  return SWGModel(params=state.ema_params, critic=critic, net=model_lib.make_network(action_dim, dc),
                   schedule=model_lib.make_schedule(dc), obs_dim=obs_dim, action_dim=action_dim,
-                  sampling_defaults=defaults)
+                  sampling_defaults=tuple(sorted(config.sampling.to_dict().items())))
 
 
 @functools.partial(jax.jit, static_argnames=("guidance_scale", "sampler", "num_steps", "order", "temperature",
@@ -169,14 +189,8 @@ def _sample(model: SWGModel, observations, key, *, guidance_scale, sampler, num_
   return z[:, :-1], z[:, -1]
 
 
-def sample(model: SWGModel, observations, key, **overrides) -> tuple[jax.Array, jax.Array]:
-  """Guided samples: (actions [B, A], sampled weights [B]) for observations [B, S].
-
-  overrides (defaults from the config's `sampling` block): guidance_scale (rho >= 0; 0 = behaviour policy),
-  sampler ("ddpm" | "dpm"), num_steps (DPM-Solver++ steps), order, temperature (0: deterministic, z_T = 0),
-  num_candidates (SWG-R: N > 1 candidates per state, needs temperature > 0), select ("q": argmax min-Q_target, needs
-  the critic; "w": argmax sampled w), w_min, w_max, w_prediction ("tweedie" | "official").
-  """
+def sampling_options(model: SWGModel, **overrides) -> dict:
+  """The model's default sampling options with `overrides`, checked; raises ValueError naming the bad option."""
   opts = dict(model.sampling_defaults)
   unknown = set(overrides) - set(opts)
   if unknown:
@@ -201,11 +215,24 @@ def sample(model: SWGModel, observations, key, **overrides) -> tuple[jax.Array, 
     if opts["select"] == "q" and model.critic is None:
       raise ValueError("select='q' (SWG-R by min-Q_target) needs a critic in the model; pass critic= to fit or use "
                        "select='w'")
+  # 0 stays an int: rho = 0 and temperature = 0 are static choices that compile to the plain / deterministic sampler.
+  opts["guidance_scale"] = float(opts["guidance_scale"]) if opts["guidance_scale"] != 0 else 0
+  opts["temperature"] = float(temperature) if temperature != 0 else 0
+  return opts
+
+
+def sample(model: SWGModel, observations, key, **overrides) -> tuple[jax.Array, jax.Array]:
+  """Guided samples: (actions [B, A], sampled weights [B]) for observations [B, S].
+
+  overrides (defaults from the config's `sampling` block): guidance_scale (rho >= 0; 0 = behaviour policy),
+  sampler ("ddpm" | "dpm"), num_steps (DPM-Solver++ steps), order, temperature (0: deterministic, z_T = 0),
+  num_candidates (SWG-R: N > 1 candidates per state, needs temperature > 0), select ("q": argmax min-Q_target, needs
+  the critic; "w": argmax sampled w), w_min, w_max, w_prediction ("tweedie" | "official").
+  """
+  opts = sampling_options(model, **overrides)
   observations = np.asarray(observations)
   if observations.ndim != 2 or observations.shape[1] != model.obs_dim:
     raise ValueError(f"observations must have shape [B, {model.obs_dim}], got shape {observations.shape}")
-  opts["guidance_scale"] = float(opts["guidance_scale"]) if opts["guidance_scale"] != 0 else 0
-  opts["temperature"] = float(temperature) if temperature != 0 else 0
   return _sample(model, jnp.asarray(observations, jnp.float32), _as_key(key, None), **opts)
 
 
@@ -217,25 +244,63 @@ def act(model: SWGModel, observations, key, **overrides) -> jax.Array:
   return actions[0] if single else actions
 
 
+def seed_policy(model: SWGModel, **overrides):
+  """For a seed-stacked model: a jitted policy(obs [num_seeds, B, S], key) -> actions [num_seeds, B, A], each seed
+  sampling with its own parameters and key (the options are checked once, here)."""
+  opts = sampling_options(model, **overrides)
+
+  @jax.jit
+  def policy(observations, key):
+    keys = jax.random.split(key, observations.shape[0])
+    one_seed = lambda m, obs, k: _sample(m, obs.astype(jnp.float32), k, **opts)[0]
+    return jax.vmap(one_seed)(model, observations, keys)
+
+  return policy
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Full pipeline
 
 
-def train(config, data: OfflineData, *, workdir: str | None = None, progress: bool = True) -> TrainResult:
-  """Algorithm 3 then 1: IQL critic -> weights over the dataset -> joint diffusion. data: preprocessed OfflineData."""
-  key = jax.random.PRNGKey(config.seed)
-  critic_key, diffusion_key = jax.random.split(key)
+def train(config, data: OfflineData, *, workdir: str | None = None) -> TrainResult:
+  """Algorithm 3 then 1 for every seed in config.seeds, vmapped: IQL critic -> weights over the dataset (one set per
+  seed, from that seed's critic) -> joint diffusion. data: preprocessed OfflineData. With a workdir every stage
+  checkpoints and an interrupted run resumes (the weights are recomputed from the restored critic)."""
+  if data.observations.ndim != 2 or data.actions.ndim != 2:
+    raise ValueError(f"data.observations [N, S] and data.actions [N, A] needed, got {data.observations.shape}, "
+                     f"{data.actions.shape}")
+  keys = seed_keys(config.seeds)
   cc = config.critic
-  keys = critic_key[None]
-  critic = init_seeds(lambda k: iql.init_critic(k, data.obs_dim, data.action_dim, cc), keys)
-  critic = Trainer(iql.make_critic_step(cc), num_steps=cc.steps, steps_per_call=cc.steps_per_call, name="critic",
-                   workdir=workdir, progress=progress).run(critic, data, keys)
-  critic = jax.tree.map(lambda x: x[0], critic)
-  w, adv = weights_lib.compute_weights(critic, data.observations, data.actions, config.weights)
-  model = fit(data.observations, data.actions, w, config, diffusion_key, critic=critic, workdir=workdir,
-              progress=progress)
+  critic = init_seeds(lambda k: iql.init_critic(k, data.obs_dim, data.action_dim, cc), seed_stage_keys(keys, 0))
+  critic = Trainer(iql.make_critic_step(cc), num_steps=int(cc.num_steps), steps_per_call=config.steps_per_call,
+                   name="critic", workdir=workdir, progress=config.progress,
+                   checkpoint_every=config.checkpoint_every).run(critic, data, seed_stage_keys(keys, 1))
+  per_seed = [weights_lib.compute_weights(jax.tree.map(lambda x: x[i], critic), data.observations, data.actions,
+                                          config.weights) for i in range(len(config.seeds))]
+  w, adv = np.stack([p[0] for p in per_seed]), np.stack([p[1] for p in per_seed])
+  _warn_above_w_max(w, config)
+  weighted = WeightedData(observations=data.observations, actions=data.actions, weights=jnp.asarray(w))
+  model = _fit_seeds(weighted, seed_stage_keys(keys, 2), config, critic=critic, workdir=workdir,
+                     progress=config.progress)
   return TrainResult(model=model, critic=critic, weights=w, advantages=adv)
 
 
+def train_and_evaluate(config, workdir: str | None = None, *, download: bool = True) -> dict:
+  """The main job: load config.dataset, train every seed (resuming in workdir), evaluate SWG (config.sampling) and
+  SWG-R (config.resampling) in the dataset's env, write eval_swg.json, eval_swgr.json, plots and summary.json.
+  Returns the summary. Raises common.data.DatasetError / common.run.RunError with a message for the user."""
+  data, info = run_lib.load_run_data(config, download=download)
+  if workdir is not None:  # after loading: a dataset that fails leaves no run behind
+    run_lib.prepare_workdir(workdir, config, "swg")
+  result = train(config, data, workdir=workdir)
+  policies = {"swg": {}, "swgr": dict(config.resampling)}
+  evals = {}
+  for name, overrides in policies.items():
+    evals[name] = run_lib.load_eval(workdir, name) or run_lib.evaluate_policy(
+        seed_policy(result.model, **overrides), config, info, workdir, name)
+  return run_lib.write_summary(workdir, "swg", config, info, evals)
+
+
 __all__ = ["SWGModel", "TrainResult", "WeightedData", "act", "configs", "fit", "get_config", "guided_eps_fn",
-           "sample", "sample_z", "select_best", "train", "validate_inputs"]
+           "sample", "sample_z", "sampling_options", "seed_policy", "select_best", "train", "train_and_evaluate",
+           "validate_inputs"]

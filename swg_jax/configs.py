@@ -1,17 +1,24 @@
 """SWG configs: `get_config("paper")`, `get_config("smoke")`, `get_config("hopper-medium-v2:paper")`.
 
-  python -m experiments.train --config=swg_jax/configs.py:antmaze-umaze-v0:paper
+  python -m experiments.train --algo=swg --config=swg_jax/configs.py:antmaze-umaze-v0:paper --seeds=0,1,2,3,4
+
+Presets: "paper" (the official numbers below), "demo" (small networks and a few thousand steps: the built-in Reacher
+dataset in minutes on a CPU) and "smoke" (tiny, a few steps: wiring checks only).
 
 Paper values are those of the official JAX code (configs/D4RL/config.yaml): critic 500k steps at batch 256, diffusion
 1M steps at batch 1024, lr 3e-4 cosine-decayed over the paper's 3M horizon, EMA 0.001, T = 15, dropout 0.1,
 expectile tau = 0.9 for AntMaze and 0.7 otherwise (per-dataset `critic_hyperparam`). The official configs carry no
-per-dataset guidance scale (the paper sweeps rho over GUIDANCE_SWEEP); the default is the exact rho = 1.
+per-dataset guidance scale (the paper sweeps rho over GUIDANCE_SWEEP); the default is the exact rho = 1. SWG-R
+(`resampling`) draws 16 candidates at temperature 1 and keeps the best by min-Q_target.
 """
 from __future__ import annotations
 
 import ml_collections
 
-PRESETS = ("paper", "smoke")
+from common.data import infer_reward_kind
+from common.run import add_run_fields, split_config_arg
+
+PRESETS = ("paper", "demo", "smoke")
 GUIDANCE_SWEEP = (1.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0)
 
 
@@ -20,43 +27,58 @@ def dataset_expectile(dataset: str) -> float:
 
 
 def _paper() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.dataset = ""
-  c.seed = 0
+  c = add_run_fields(ml_collections.ConfigDict(), episode_rule="episodes")
   c.critic = ml_collections.ConfigDict(dict(
       hidden=(256, 256), value_layer_norm=True, lr=3e-4, expectile=0.7, discount=0.99, polyak=0.005,
-      batch_size=256, steps=500_000, steps_per_call=1000))
+      batch_size=256, num_steps=500_000))
   c.weights = ml_collections.ConfigDict(dict(
       kind="expectile", expectile=c.critic.get_ref("expectile"), temperature=3.0, clip_min=1e-3, clip_max=80.0,
       hard_threshold=-0.01, chunk_size=16384))
   c.diffusion = ml_collections.ConfigDict(dict(
       num_timesteps=15, b_min=0.1, b_max=10.0,
       hidden=256, num_blocks=3, dropout_rate=0.1, time_embed_dim=64, time_features=(256, 256), weight_head_block=2,
-      lr=3e-4, decay_steps=3_000_000, weight_decay=1e-4, ema=0.001, batch_size=1024, steps=1_000_000,
-      steps_per_call=1000))
+      lr=3e-4, decay_steps=3_000_000, weight_decay=1e-4, ema=0.001, batch_size=1024, num_steps=1_000_000))
   c.sampling = ml_collections.ConfigDict(dict(
       guidance_scale=1.0, sampler="ddpm", num_steps=10, order=2, temperature=0.0, num_candidates=1, select="q",
       w_min=1e-4, w_max=1.0, w_prediction="tweedie"))
+  c.resampling = ml_collections.ConfigDict(dict(num_candidates=16, temperature=1.0, select="q"))
+  return c
+
+
+def _demo() -> ml_collections.ConfigDict:
+  c = _paper()
+  c.steps_per_call = 500
+  c.checkpoint_every = 2000
+  c.seeds = (0, 1)
+  c.critic.update(num_steps=6000)
+  c.diffusion.update(hidden=128, time_embed_dim=32, time_features=(128, 128), batch_size=256, num_steps=4000,
+                     decay_steps=4000, ema=0.005)
   return c
 
 
 def _smoke() -> ml_collections.ConfigDict:
   c = _paper()
-  c.critic.update(hidden=(64, 64), batch_size=64, steps=200, steps_per_call=100)
-  c.diffusion.update(hidden=64, num_blocks=3, time_embed_dim=16, time_features=(64, 64), batch_size=64, steps=200,
-                     decay_steps=200, steps_per_call=100)
+  c.steps_per_call = 100
+  c.checkpoint_every = 0
+  c.progress = False
+  c.critic.update(hidden=(64, 64), batch_size=64, num_steps=200)
+  c.diffusion.update(hidden=64, num_blocks=3, time_embed_dim=16, time_features=(64, 64), batch_size=64, num_steps=200,
+                     decay_steps=200)
   c.weights.chunk_size = 1024
+  c.resampling.num_candidates = 4
+  c.eval.episodes = 2
   return c
 
 
+_BUILDERS = {"paper": _paper, "demo": _demo, "smoke": _smoke}
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """arg: "paper" | "smoke" | "<dataset>:<preset>" | "<dataset>" (paper preset)."""
-  arg = arg or "paper"
-  dataset, _, preset = arg.rpartition(":") if ":" in arg else (("", "", arg) if arg in PRESETS else (arg, "", "paper"))
-  if preset not in PRESETS:
-    raise ValueError(f"unknown SWG preset {preset!r} in config arg {arg!r}; expected one of {PRESETS}")
-  c = _paper() if preset == "paper" else _smoke()
+  """arg: "paper" | "demo" | "smoke" | "<dataset>:<preset>" | "<dataset>" (paper preset)."""
+  dataset, preset = split_config_arg(arg, PRESETS, "SWG")
+  c = _BUILDERS[preset]()
   if dataset:
     c.dataset = dataset
+    c.reward_kind = infer_reward_kind(dataset)
     c.critic.expectile = dataset_expectile(dataset)
   return c

@@ -283,8 +283,9 @@ def test_configs():
   assert configs.get_config("antmaze-medium-diverse-v0").policy.beta == 0.05
   smoke = configs.get_config("walker2d-medium-expert-v2:smoke")
   assert smoke.policy.beta == 0.1 and smoke.policy.num_steps < 100
-  with pytest.raises(ValueError, match="unknown dataset"):
-    configs.get_config("pong-v0:paper")
+  other = configs.get_config("builtin/reacher/noisy-v0:demo")  # not in the paper's table: defaults
+  assert (other.dataset, other.policy.beta, other.reward_kind, other.policy.num_layers) == (
+      "builtin/reacher/noisy-v0", 0.05, "none", 2)
   with pytest.raises(ValueError, match="unknown SRPO preset"):
     configs.get_config("hopper-medium-v2:huge")
 
@@ -302,7 +303,8 @@ def test_train_end_to_end_smoke_and_resume(tmp_path):
   assert out.shape == (2, 5, 2) and np.all(np.isfinite(np.asarray(out)))
   assert int(result.behavior.step[0]) == cfg.behavior.num_steps
   assert int(result.policy.seed(0).params["params"]["MLP_0"]["Dense_0"]["kernel"].shape[0]) == 3
-  assert (tmp_path / "config_srpo.json").exists()
+  per_seed = srpo_jax.seed_act(result.policy, jnp.stack([data.observations[:5], data.observations[5:10]]))
+  np.testing.assert_allclose(per_seed[1], srpo_jax.act(result.policy.seed(1), data.observations[5:10]), atol=1e-6)
   # A second call finds every stage finished in the workdir and returns the same policy without training.
   again = srpo_jax.train(cfg, data, workdir=str(tmp_path))
   chex.assert_trees_all_close(again.policy.params, result.policy.params)

@@ -230,7 +230,7 @@ def test_fit_rejects_bad_weights(weights, match):
 
 def test_fit_warns_when_weights_exceed_w_max():
   config = swg_jax.get_config("smoke")
-  config.diffusion = tiny_diffusion_config(steps=1, steps_per_call=1, batch_size=4)
+  config.diffusion = tiny_diffusion_config(num_steps=1, batch_size=4)
   with pytest.warns(UserWarning, match=r"weights reach 80 > sampling.w_max = 1"):
     swg_jax.fit(np.zeros((4, 0)), np.zeros((4, 1)), np.array([1.0, 80.0, 0.5, 0.5]), config)
 
@@ -280,21 +280,32 @@ def test_train_pipeline_smoke():
                      rewards=jnp.asarray(rng.normal(size=n), jnp.float32),
                      next_observations=jnp.asarray(rng.normal(size=(n, s)), jnp.float32), masks=jnp.ones(n))
   config = swg_jax.get_config("smoke")
-  config.critic.update(steps=20, steps_per_call=20)
-  config.diffusion.update(steps=20, steps_per_call=20, hidden=32, num_blocks=2, time_features=(32, 32))
-  result = swg_jax.train(config, data, progress=False)
-  assert result.weights.shape == (n,) and set(np.unique(result.weights)) <= {np.float32(0.3), np.float32(0.7)}
-  actions = swg_jax.act(result.model, obs[:5], jax.random.PRNGKey(0))
+  config.seeds = (0, 1)
+  config.steps_per_call = 20
+  config.critic.update(num_steps=20)
+  config.diffusion.update(num_steps=20, hidden=32, num_blocks=2, time_features=(32, 32))
+  result = swg_jax.train(config, data)
+  assert result.weights.shape == (2, n) and set(np.unique(result.weights)) <= {np.float32(0.3), np.float32(0.7)}
+  model = result.model.seed(1)
+  actions = swg_jax.act(model, obs[:5], jax.random.PRNGKey(0))
   assert actions.shape == (5, a) and np.all(np.abs(np.asarray(actions)) <= 1)
-  actions, w = swg_jax.sample(result.model, obs[:5], jax.random.PRNGKey(0), temperature=1.0, num_candidates=3)
+  actions, w = swg_jax.sample(model, obs[:5], jax.random.PRNGKey(0), temperature=1.0, num_candidates=3)
   assert actions.shape == (5, a) and w.shape == (5,)
-  assert swg_jax.act(result.model, obs[0], jax.random.PRNGKey(0)).shape == (a,)
+  assert swg_jax.act(model, obs[0], jax.random.PRNGKey(0)).shape == (a,)
+  # The seed-stacked policy used for evaluation: seed i samples with its own parameters and key.
+  policy = swg_jax.seed_policy(result.model, guidance_scale=1.0)
+  key = jax.random.PRNGKey(3)
+  both = policy(jnp.stack([obs[:5], obs[5:10]]), key)
+  alone = swg_jax.act(model, obs[5:10], jax.random.split(key, 2)[1], guidance_scale=1.0)
+  assert both.shape == (2, 5, a)
+  np.testing.assert_allclose(both[1], alone, atol=1e-5)
 
 
 def toy_config(steps=2000):
   config = swg_jax.get_config("smoke")
   config.diffusion.update(hidden=64, num_blocks=2, dropout_rate=0.0, time_embed_dim=16, time_features=(64, 64),
-                          batch_size=256, steps=steps, decay_steps=steps, steps_per_call=steps, lr=2e-3, ema=0.01)
+                          batch_size=256, num_steps=steps, decay_steps=steps, lr=2e-3, ema=0.01)
+  config.steps_per_call = steps
   return config
 
 

@@ -162,29 +162,38 @@ SHARDED_SCRIPT = textwrap.dedent("""
     os.environ["JAX_PLATFORMS"] = "cpu"
     sys.path.insert(0, {repo!r})
     import jax, numpy as np
-    from tests.test_training import random_data, initial_state, small_config
+    from tests.test_training import initial_state, small_config, per_seed_rewards
     from common import iql
     from common.training import Trainer
     assert jax.device_count() == 2
-    data = random_data()
+    data, per_field = per_seed_rewards(4)
     state, keys = initial_state(data, [0, 1, 2, 3])
     out = Trainer(iql.make_critic_step(small_config()), num_steps=20, steps_per_call=10, progress=False,
-                  shard_seeds=True).run(state, data, keys)
+                  shard_seeds=True, data_per_seed=per_field).run(state, data, keys)
     leaf = out.q.params["params"]["VmapMLP_0"]["Dense_2"]["kernel"]
     assert len(leaf.sharding.device_set) == 2, leaf.sharding
     np.save(sys.argv[1], np.asarray(leaf))
 """)
 
 
+def per_seed_rewards(num_seeds):
+  """Data whose rewards differ per seed (scaled copies) and the matching `data_per_seed` pytree prefix."""
+  base = random_data(seed=12)
+  data = base.replace(rewards=jnp.stack([base.rewards * (1.0 - i) for i in range(num_seeds)]))
+  per_field = OfflineData(observations=False, actions=False, rewards=True, next_observations=False, masks=False)
+  return data, per_field
+
+
 def test_seed_axis_sharded_over_two_cpu_devices_matches_one_device(tmp_path):
+  """Seeds sharded over 2 devices, shared data fields replicated and a per-seed field sharded == one device."""
   script = tmp_path / "sharded.py"
   script.write_text(SHARDED_SCRIPT.format(repo=REPO))
   out_file = tmp_path / "leaf.npy"
   subprocess.run([sys.executable, str(script), str(out_file)], check=True, timeout=300, cwd=REPO)
-  data = random_data()
+  data, per_field = per_seed_rewards(4)
   state, keys = initial_state(data, [0, 1, 2, 3])
   one_device = Trainer(iql.make_critic_step(small_config()), num_steps=20, steps_per_call=10,
-                       progress=False, shard_seeds=False).run(state, data, keys)
+                       progress=False, shard_seeds=False, data_per_seed=per_field).run(state, data, keys)
   np.testing.assert_allclose(np.load(out_file), one_device.q.params["params"]["VmapMLP_0"]["Dense_2"]["kernel"],
                              atol=1e-6, rtol=1e-5)
 
@@ -213,3 +222,19 @@ def test_per_seed_data_equals_separate_runs():
     alone_state, alone_keys = initial_state(datasets[i], [i])
     alone = Trainer(step, num_steps=6, steps_per_call=3, progress=False).run(alone_state, datasets[i], alone_keys)
     assert_trees_close(jax.tree.map(lambda x: x[i], together.v.params), jax.tree.map(lambda x: x[0], alone.v.params))
+
+
+def test_per_seed_data_fields_equal_separate_runs():
+  """Only the rewards differ per seed (data_per_seed as a pytree prefix); the rest is shared, not copied."""
+  mixed, per_field = per_seed_rewards(2)
+  base = random_data(seed=12)
+  rewards = list(mixed.rewards)
+  step = iql.make_critic_step(small_config())
+  state, keys = initial_state(base, [0, 1])
+  together = Trainer(step, num_steps=6, steps_per_call=3, progress=False, data_per_seed=per_field).run(
+      state, mixed, keys)
+  for i in range(2):
+    alone_state, alone_keys = initial_state(base, [i])
+    alone = Trainer(step, num_steps=6, steps_per_call=3, progress=False).run(
+        alone_state, base.replace(rewards=rewards[i]), alone_keys)
+    assert_trees_close(jax.tree.map(lambda x: x[i], together.q.params), jax.tree.map(lambda x: x[0], alone.q.params))

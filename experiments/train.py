@@ -1,0 +1,98 @@
+"""Train and evaluate SWG or SRPO on one dataset, every seed in one process (vmapped, spread over local accelerators).
+
+  python -m experiments.train --algo=srpo --dataset=hopper-medium-v2 --seeds=0,1,2,3,4 --workdir=runs/srpo_hopper
+  python -m experiments.train --algo=swg --config=swg_jax/configs.py:antmaze-umaze-v0:paper --config.critic.lr=1e-4
+  python -m experiments.train --algo=swg --dataset=builtin/reacher/noisy-v0 --config=swg_jax/configs.py:demo
+
+--config defaults to <algo>_jax/configs.py:<dataset>:paper. A --config without a dataset gets --dataset put in its
+argument, so the dataset's paper values (beta, expectile, ...) come first and --config.<field> flags override them.
+Run it again with the same workdir to resume an interrupted run; a workdir holding another config is refused.
+Writes to the workdir: config.json, metrics_<stage>.jsonl, checkpoints/, eval_<policy>.json, plots/, summary.json.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ALGOS = ("swg", "srpo")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("algo", None, ALGOS, "Algorithm.")
+flags.DEFINE_string("dataset", "", "D4RL name, Minari id or path to a D4RL-style .hdf5 file.")
+flags.DEFINE_list("seeds", [], "Seeds trained together, e.g. 0,1,2,3,4 (default: the config's).")
+flags.DEFINE_string("workdir", "", "Run directory (default results/runs/<algo>/<dataset>).")
+config_flags.DEFINE_config_file("config", None, "<algo>_jax/configs.py:[<dataset>:]<preset>", lock_config=False)
+flags.mark_flag_as_required("algo")
+
+
+def config_path(algo: str) -> str:
+  return os.path.join(REPO, f"{algo}_jax", "configs.py")
+
+
+def _flag_value(argv: list[str], name: str) -> tuple[int, str | None]:
+  """(index, value) of `--name=value` or `--name value` in argv, or (-1, None)."""
+  for i, arg in enumerate(argv):
+    if arg.startswith(f"--{name}="):
+      return i, arg.split("=", 1)[1]
+    if arg == f"--{name}" and i + 1 < len(argv):
+      return i, argv[i + 1]
+  return -1, None
+
+
+def resolve_config_flag(argv: list[str]) -> list[str]:
+  """argv with --config completed from --algo and --dataset (see the module docstring)."""
+  argv = list(argv)
+  _, algo = _flag_value(argv, "algo")
+  _, dataset = _flag_value(argv, "dataset")
+  i, spec = _flag_value(argv, "config")
+  if spec is None:
+    if algo in ALGOS:  # an unknown or missing --algo is reported by absl itself
+      argv.append(f"--config={config_path(algo)}:{dataset + ':' if dataset else ''}paper")
+    return argv
+  path, _, arg = spec.partition(":")
+  if dataset and ":" not in arg:  # "<preset>" or "": put the dataset in
+    argv[i:i + (1 if argv[i].startswith("--config=") else 2)] = [f"--config={path}:{dataset}:{arg or 'paper'}"]
+  return argv
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # keep orbax's per-checkpoint INFO lines out of the output
+  from common.data import DatasetError
+  from common.run import RunError
+
+  config = FLAGS.config
+  if FLAGS.dataset and config.dataset != FLAGS.dataset:
+    sys.exit(f"error: --dataset={FLAGS.dataset} but the config names dataset {config.dataset!r}; give one of them")
+  if FLAGS.seeds:
+    try:
+      config.seeds = tuple(int(s) for s in FLAGS.seeds)
+    except ValueError:
+      sys.exit(f"error: --seeds must be integers separated by commas, got {','.join(FLAGS.seeds)!r}")
+  workdir = FLAGS.workdir or os.path.join("results", "runs", FLAGS.algo, config.dataset.replace("/", "_"))
+  if FLAGS.algo == "swg":
+    from swg_jax import train_and_evaluate
+  else:
+    from srpo_jax import train_and_evaluate
+  try:
+    summary = train_and_evaluate(config, workdir)
+  except (DatasetError, RunError) as e:
+    sys.exit(f"error: {e}")
+  from experiments.report import eval_table
+
+  print(eval_table([summary]))
+  print(f"results in {os.path.abspath(workdir)}")
+
+
+def run(argv=None):
+  app.run(main, argv=resolve_config_flag(sys.argv if argv is None else argv))
+
+
+if __name__ == "__main__":
+  run()

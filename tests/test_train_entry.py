@@ -1,0 +1,175 @@
+"""experiments/train.py end to end: SWG and SRPO with 2 seeds in one process on a tiny Minari Reacher dataset built
+here, killed mid-run and resumed; and every kind of bad input ending in one clear message and a non-zero exit."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from common.data import DatasetError
+from common.run import RunError, prepare_workdir
+from experiments.train import resolve_config_flag
+from tests.datasets import d4rl_arrays, write_hdf5
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATASET = "test/reacher/tiny-v0"
+
+
+@pytest.fixture(scope="module")
+def minari_root(tmp_path_factory):
+  root = tmp_path_factory.mktemp("minari")
+  code = ("from experiments.make_dataset import make_reacher_dataset; "
+          f"make_reacher_dataset({DATASET!r}, episodes=8, reference_episodes=2)")
+  subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=300,
+                 env={**os.environ, "MINARI_DATASETS_PATH": str(root)})
+  return str(root)
+
+
+def train_cmd(algo, workdir, *extra):
+  return [sys.executable, "-m", "experiments.train", f"--algo={algo}", f"--dataset={DATASET}",
+          f"--config={algo}_jax/configs.py:smoke", "--seeds=0,1", f"--workdir={workdir}",
+          "--config.critic.num_steps=5000", "--config.steps_per_call=50", "--config.checkpoint_every=100", *extra]
+
+
+def run_env(minari_root, **extra):
+  return {**os.environ, "MINARI_DATASETS_PATH": minari_root, **extra}
+
+
+def kill_after_first_checkpoint(cmd, env, stage_dir, timeout=240):
+  proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  deadline = time.time() + timeout
+  try:
+    while time.time() < deadline:
+      if os.path.isdir(stage_dir) and any(d.isdigit() for d in os.listdir(stage_dir)):
+        proc.send_signal(signal.SIGKILL)
+        break
+      if proc.poll() is not None:
+        pytest.fail(f"run ended before its first checkpoint: {proc.stderr.read().decode()[-2000:]}")
+      time.sleep(0.05)
+    else:
+      pytest.fail("no checkpoint within the timeout")
+  finally:
+    proc.wait()
+
+
+@pytest.mark.parametrize("algo,policies", [("swg", ("swg", "swgr")), ("srpo", ("srpo",))])
+def test_two_seeds_killed_and_resumed(tmp_path, minari_root, algo, policies):
+  workdir = str(tmp_path / algo)
+  env = run_env(minari_root)
+  kill_after_first_checkpoint(train_cmd(algo, workdir), env, os.path.join(workdir, "checkpoints", "critic"))
+  assert not any(f.startswith("eval_") for f in os.listdir(workdir))  # really interrupted mid-training
+
+  done = subprocess.run(train_cmd(algo, workdir), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "[critic] resuming from step" in done.stderr
+
+  with open(os.path.join(workdir, "metrics_critic.jsonl")) as f:
+    steps = [json.loads(line)["step"] for line in f]
+  assert steps == sorted(set(steps)) and steps[-1] == 5000  # no step logged twice, none lost
+  config = json.load(open(os.path.join(workdir, "config.json")))
+  assert config["algo"] == algo and config["seeds"] == [0, 1] and config["dataset"] == DATASET
+  summary = json.load(open(os.path.join(workdir, "summary.json")))
+  assert set(summary["eval"]) == set(policies)
+  for name in policies:
+    ev = json.load(open(os.path.join(workdir, f"eval_{name}.json")))
+    assert ev["env_id"] == "Reacher-v5" and ev["seeds"] == [0, 1] and ev["gymnasium_version"]
+    returns = np.asarray(ev["returns"])
+    assert returns.shape == (2, 2) and np.all(np.isfinite(returns)) and np.all(returns < 0)
+    np.testing.assert_allclose(ev["return"]["per_seed"], returns.mean(axis=1))
+    assert np.isfinite(ev["score"]["mean"])
+  for png in summary["plots"]:
+    assert open(os.path.join(workdir, png), "rb").read(4) == b"\x89PNG"
+  assert {"critic"} <= set(summary["stage_seconds"])
+  name = policies[0].upper().replace("SWGR", "SWG-R")
+  assert f"| {name} | {DATASET} | Reacher-v5 | 2 x 2 |" in done.stdout
+
+
+def test_resolve_config_flag_puts_the_dataset_into_the_config_arg():
+  path = os.path.join(REPO, "srpo_jax", "configs.py")
+  assert resolve_config_flag(["p", "--algo=srpo", "--dataset=hopper-medium-v2"])[-1] == \
+      f"--config={path}:hopper-medium-v2:paper"
+  assert resolve_config_flag(["p", "--algo=swg", "--dataset=x", "--config=swg_jax/configs.py:smoke"])[-1] == \
+      "--config=swg_jax/configs.py:x:smoke"
+  assert resolve_config_flag(["p", "--algo", "swg", "--dataset", "x", "--config", "c.py:demo"])[-1] == \
+      "--config=c.py:x:demo"
+  unchanged = ["p", "--algo=swg", "--dataset=x", "--config=c.py:x:smoke"]
+  assert resolve_config_flag(unchanged) == unchanged
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input: one clear message, a non-zero exit, earlier results untouched.
+
+
+def test_bad_input_exits_with_one_clear_message(tmp_path, minari_root):
+  env = run_env(minari_root, D4RL_DATASET_DIR=str(tmp_path / "d4rl"))
+  cases = {
+      "unknown dataset": ("hopper-medum-v2", r"unknown dataset id 'hopper-medum-v2'"),
+      "corrupt hdf5": (str(tmp_path / "corrupt.hdf5"), r"corrupt\.hdf5"),
+  }
+  (tmp_path / "corrupt.hdf5").write_bytes(b"this is not an hdf5 file" * 10)
+  for what, (dataset, message) in cases.items():
+    cmd = [sys.executable, "-m", "experiments.train", "--algo=srpo", f"--dataset={dataset}",
+           "--config=srpo_jax/configs.py:smoke", f"--workdir={tmp_path / 'run'}"]
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0, what
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and re.search(message, last), (what, out.stderr[-2000:])
+    assert "Traceback" not in out.stderr, what
+    assert not (tmp_path / "run").exists(), what  # a dataset that fails leaves no run directory behind
+
+
+def smoke_config(algo, dataset):
+  import srpo_jax.configs
+  import swg_jax.configs
+
+  module = {"swg": swg_jax.configs, "srpo": srpo_jax.configs}[algo]
+  return module.get_config(f"{dataset}:smoke")
+
+
+def test_truncated_and_mismatched_hdf5_are_refused(tmp_path, monkeypatch):
+  from common.run import load_run_data
+
+  monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path))
+  good = write_hdf5(tmp_path / "good.hdf5", d4rl_arrays((5, 7), ("terminal", "timeout"), obs_dim=11, action_dim=3))
+  truncated = tmp_path / "truncated.hdf5"
+  truncated.write_bytes(open(good, "rb").read()[:2000])
+  with pytest.raises(DatasetError, match="truncated.hdf5"):
+    load_run_data(smoke_config("swg", str(truncated)))
+  # A file stored under hopper-medium-v2's name whose dims are not Hopper's (11, 3).
+  write_hdf5(tmp_path / "hopper_medium-v2.hdf5", d4rl_arrays((5, 7), ("terminal", "timeout"), obs_dim=5))
+  with pytest.raises(DatasetError, match=r"obs.*5.*11|11.*5"):
+    load_run_data(smoke_config("srpo", "hopper-medium-v2"))
+  # Any path: checked against the env named in the config.
+  config = smoke_config("swg", str(good))
+  config.env_id = "Reacher-v5"
+  with pytest.raises(DatasetError, match=r"obs dim 11 and action dim 3, but its env Reacher-v5 has obs dim 10 and "
+                                         r"action dim 2"):
+    load_run_data(config)
+
+
+def test_workdir_unwritable_or_holding_another_run(tmp_path):
+  config = smoke_config("srpo", "hopper-medium-v2")
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a directory")
+  with pytest.raises(RunError, match=r"workdir .*a_file/run.* is not writable"):
+    prepare_workdir(str(blocker / "run"), config, "srpo")
+
+  workdir = str(tmp_path / "run")
+  prepare_workdir(workdir, config, "srpo")
+  prepare_workdir(workdir, config, "srpo")  # the same config resumes
+  before = open(os.path.join(workdir, "config.json")).read()
+  other = smoke_config("srpo", "hopper-medium-v2")
+  other.policy.beta = 0.5
+  with pytest.raises(RunError, match=r"different config \(policy.beta: 0.05 -> 0.5\)"):
+    prepare_workdir(workdir, other, "srpo")
+  with pytest.raises(RunError, match=r"algo: 'srpo' -> 'swg'"):
+    prepare_workdir(workdir, smoke_config("swg", "hopper-medium-v2"), "swg")
+  assert open(os.path.join(workdir, "config.json")).read() == before
+  driven = smoke_config("srpo", "hopper-medium-v2")
+  driven.steps_per_call = 7  # how the run is driven may change on resume
+  prepare_workdir(workdir, driven, "srpo")

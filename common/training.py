@@ -103,8 +103,8 @@ class Trainer:
   """Runs `step_fn` for `num_steps` on seed-stacked `state`, `steps_per_call` steps per jitted call.
 
   With a `workdir`, it appends metrics to `workdir/metrics_<name>.jsonl`, checkpoints to
-  `workdir/checkpoints/<name>` every `checkpoint_every` steps and at the end, and resumes from the latest checkpoint
-  there. A stage already at `num_steps` is not run again.
+  `workdir/checkpoints/<name>` every `checkpoint_every` steps, at the end and on Ctrl-C (after the chunk in flight),
+  and resumes from the latest checkpoint there. A stage already at `num_steps` is not run again.
   """
 
   def __init__(self, step_fn: StepFn, *, num_steps: int, steps_per_call: int = 1000, name: str = "train",
@@ -170,8 +170,15 @@ class Trainer:
         if self.checkpoint_every:  # never step over a checkpoint boundary
           k = min(k, self.checkpoint_every - step % self.checkpoint_every)
         start = time.perf_counter()
-        state, metrics = self._chunk_fn(k, mesh)(state, data, keys, jnp.uint32(step))
-        metrics = jax.device_get(metrics)  # blocks: one chunk in flight at a time
+        metrics, interrupted = None, False
+        try:
+          state, metrics = self._chunk_fn(k, mesh)(state, data, keys, jnp.uint32(step))
+          metrics = jax.device_get(metrics)  # blocks: one chunk in flight at a time
+        except KeyboardInterrupt:
+          if ckpt is None or metrics is None:  # nothing to save, or the chunk was not dispatched
+            raise
+          metrics = jax.device_get(metrics)  # Ctrl-C: let the chunk in flight finish, save it below, then stop
+          interrupted = True
         elapsed = time.perf_counter() - start
         step += k
         record = {"step": step, "steps_per_sec": k / elapsed,
@@ -180,8 +187,13 @@ class Trainer:
         if metrics_path:
           with open(metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
-        if ckpt and (step == self.num_steps or (self.checkpoint_every and step % self.checkpoint_every == 0)):
+        if ckpt and (interrupted or step == self.num_steps or
+                     (self.checkpoint_every and step % self.checkpoint_every == 0)):
           ckpt.save(step, {"state": state, "keys": keys})
+        if interrupted:
+          print(f"[{self.name}] interrupted: saved step {step} of {self.num_steps} in {ckpt.directory}",
+                file=sys.stderr, flush=True)
+          raise KeyboardInterrupt
         bar.update(k)
         bar.set_postfix({n: f"{float(np.mean(v)):.4g}" for n, v in list(metrics.items())[:3]})
     finally:

@@ -84,6 +84,9 @@ def main(argv):
     summary = train_and_evaluate(config, workdir)
   except (DatasetError, RunError) as e:
     sys.exit(f"error: {e}")
+  except KeyboardInterrupt:
+    print(f"interrupted; progress is saved in {workdir}: run the same command again to resume", file=sys.stderr)
+    sys.exit(130)
   from experiments.report import eval_table
 
   print(eval_table([summary]))

@@ -124,6 +124,35 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, monkeypatch):
     Trainer(step, workdir=workdir, **kwargs).run(other_state, data, other_keys)
 
 
+def test_ctrl_c_saves_the_chunk_in_flight(tmp_path, monkeypatch):
+  """KeyboardInterrupt while waiting on chunk 3: that chunk is finished, logged and checkpointed (step 15, between
+  the periodic checkpoints), then the interrupt propagates; the resumed run equals an uninterrupted one."""
+  data = random_data()
+  step = iql.make_critic_step(small_config())
+  state, keys = initial_state(data, [0, 1])
+  kwargs = dict(num_steps=40, steps_per_call=5, checkpoint_every=10, progress=False)
+  uninterrupted = Trainer(step, **kwargs).run(state, data, keys)
+
+  workdir = str(tmp_path / "run")
+  real_device_get, waits = jax.device_get, []
+
+  def ctrl_c_on_third_wait(x):
+    waits.append(1)
+    if len(waits) == 3:
+      raise KeyboardInterrupt
+    return real_device_get(x)
+
+  monkeypatch.setattr(training.jax, "device_get", ctrl_c_on_third_wait)
+  with pytest.raises(KeyboardInterrupt):
+    Trainer(step, workdir=workdir, **kwargs).run(state, data, keys)
+  monkeypatch.setattr(training.jax, "device_get", real_device_get)
+  assert training.Checkpointer(os.path.join(workdir, "checkpoints", "train")).latest_step() == 15
+  resumed = Trainer(step, workdir=workdir, **kwargs).run(state, data, keys)
+  assert_trees_close(resumed, uninterrupted)
+  steps_logged = [json.loads(l)["step"] for l in open(os.path.join(workdir, "metrics_train.jsonl"))]
+  assert steps_logged == list(range(5, 45, 5))
+
+
 def test_fused_step_compiles_once():
   data = random_data()
   step = chex.assert_max_traces(iql.make_critic_step(small_config()), n=1)

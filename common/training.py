@@ -159,8 +159,8 @@ class Trainer:
       if latest is not None:
         state, keys = self._restore(ckpt, latest, state, keys)
         step = latest
-        print(f"[{self.name}] resuming from step {step} of {self.num_steps} ({ckpt.directory})", file=sys.stderr,
-              flush=True)
+        done = "finished earlier: step" if step >= self.num_steps else "resuming from step"
+        print(f"[{self.name}] {done} {step} of {self.num_steps} ({ckpt.directory})", file=sys.stderr, flush=True)
       _truncate_metrics(metrics_path, step)
 
     bar = _progress_bar(self.num_steps, step, self.name, self.progress)

@@ -40,7 +40,8 @@ def pipeline_rows(summaries: dict, ref: dict) -> list[dict]:
     for name, ev in summary["eval"].items():
       ret = ev["return"]
       rows.append({"policy": POLICY_NAMES[name], "return": ret["mean"], "std": ret["std"], "per_seed": ret["per_seed"],
-                   "score": ev["score"]["mean"], "gain": ret["mean"] - ref["dataset"], "env": ev["env_id"],
+                   "score": ev["score"]["mean"], "gain": ret["mean"] - ref["dataset"],
+                   "env": f"{ev['env_id']} (gymnasium {ev['gymnasium_version']}, mujoco {ev['mujoco_version']})",
                    "episodes": f"{len(ev['seeds'])} x {ev['episodes_per_seed']}",
                    "train_s": sum(summary["stage_seconds"].values())})
   return rows

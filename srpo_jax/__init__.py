@@ -25,9 +25,10 @@ from common.training import Trainer, init_seeds, seed_keys, seed_stage_keys
 from srpo_jax import behavior as behavior_lib
 from srpo_jax import policy as policy_lib
 from srpo_jax.behavior import behavior_eps_fn, sample_behavior
+from srpo_jax.configs import get_config
 from srpo_jax.policy import NonFiniteQGradError, Policy, act, extract_policy, seed_act
 
-__all__ = ["fit_behavior", "extract_policy", "train", "train_and_evaluate", "act", "seed_act", "behavior_eps_fn", "sample_behavior", "Policy",
+__all__ = ["get_config", "fit_behavior", "extract_policy", "train", "train_and_evaluate", "act", "seed_act", "behavior_eps_fn", "sample_behavior", "Policy",
            "SRPOResult", "NonFiniteQGradError", "critic_q_fn"]
 
 

@@ -147,9 +147,7 @@ def report(outcomes: dict, datasets, policies, seeds, preset: str, wall_s: float
       avg.append(f"{sum(PUBLISHED_SRPO[d] for d in rows) / len(rows):.1f}")
     lines += ["| **average** | " + " | ".join(avg) + " |", ""]
 
-  lines += ["## Training time per stage (seconds, all seeds together)", "", "| dataset | run | stages | eval env |",
-            "|---|---|---|---|"]
-  problems = []
+  timings, problems = [], []
   for (dataset, algo), outcome in outcomes.items():
     if "summary" in outcome:
       s = outcome["summary"]
@@ -157,10 +155,13 @@ def report(outcomes: dict, datasets, policies, seeds, preset: str, wall_s: float
       envs = {ev.get("env_id") or ev.get("skipped") for ev in s["eval"].values()}
       versions = {f"gymnasium {ev['gymnasium_version']}, mujoco {ev['mujoco_version']}" for ev in s["eval"].values()
                   if "env_id" in ev}
-      lines.append(f"| {dataset} | {algo} | {stages} | {'; '.join(sorted(map(str, envs)))}"
-                   f"{' (' + '; '.join(sorted(versions)) + ')' if versions else ''} |")
+      timings.append(f"| {dataset} | {algo} | {stages} | {'; '.join(sorted(map(str, envs)))}"
+                     f"{' (' + '; '.join(sorted(versions)) + ')' if versions else ''} |")
     else:
       problems.append(f"- {dataset} / {algo}: {outcome.get('missing') or outcome.get('failed')}")
+  if timings:
+    lines += ["## Training time per stage (seconds, all seeds together)", "", "| dataset | run | stages | eval env |",
+              "|---|---|---|---|", *timings]
   if problems:
     lines += ["", "## Not run", "", *problems]
   return "\n".join(lines) + "\n"
@@ -190,13 +191,17 @@ def reproduce(datasets, policies, seeds, preset: str, out: str, report_path: str
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("datasets", "all", "all | locomotion | antmaze | comma-separated D4RL names.")
-flags.DEFINE_list("algos", list(POLICIES), "Policies to report: swg, swgr, srpo.")
-flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds, trained together per dataset.")
-flags.DEFINE_enum("preset", "paper", ("paper", "demo", "smoke"), "Config preset of both algorithms.")
-flags.DEFINE_string("out", "results/d4rl", "Root of the per-run workdirs.")
-flags.DEFINE_string("report", "results/d4rl.md", "Markdown report.")
-flags.DEFINE_bool("download", True, "Fetch missing D4RL files from their public URLs.")
+
+
+def define_flags() -> None:
+  """Defined when run, not on import, so other entry points and the tests can import this module."""
+  flags.DEFINE_string("datasets", "all", "all | locomotion | antmaze | comma-separated D4RL names.")
+  flags.DEFINE_list("algos", list(POLICIES), "Policies to report: swg, swgr, srpo.")
+  flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds, trained together per dataset.")
+  flags.DEFINE_enum("preset", "paper", ("paper", "demo", "smoke"), "Config preset of both algorithms.")
+  flags.DEFINE_string("out", "results/d4rl", "Root of the per-run workdirs.")
+  flags.DEFINE_string("report", "results/d4rl.md", "Markdown report.")
+  flags.DEFINE_bool("download", True, "Fetch missing D4RL files from their public URLs.")
 
 
 def main(argv):
@@ -221,4 +226,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

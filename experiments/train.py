@@ -21,12 +21,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALGOS = ("swg", "srpo")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("algo", None, ALGOS, "Algorithm.")
-flags.DEFINE_string("dataset", "", "D4RL name, Minari id or path to a D4RL-style .hdf5 file.")
-flags.DEFINE_list("seeds", [], "Seeds trained together, e.g. 0,1,2,3,4 (default: the config's).")
-flags.DEFINE_string("workdir", "", "Run directory (default results/runs/<algo>/<dataset>).")
-config_flags.DEFINE_config_file("config", None, "<algo>_jax/configs.py:[<dataset>:]<preset>", lock_config=False)
-flags.mark_flag_as_required("algo")
+
+
+def define_flags() -> None:
+  """Defined when run, not on import, so other entry points and the tests can import this module."""
+  flags.DEFINE_enum("algo", None, ALGOS, "Algorithm.")
+  flags.DEFINE_string("dataset", "", "D4RL name, Minari id or path to a D4RL-style .hdf5 file.")
+  flags.DEFINE_list("seeds", [], "Seeds trained together, e.g. 0,1,2,3,4 (default: the config's).")
+  flags.DEFINE_string("workdir", "", "Run directory (default results/runs/<algo>/<dataset>).")
+  config_flags.DEFINE_config_file("config", None, "<algo>_jax/configs.py:[<dataset>:]<preset>", lock_config=False)
+  flags.mark_flag_as_required("algo")
 
 
 def config_path(algo: str) -> str:
@@ -94,6 +98,7 @@ def main(argv):
 
 
 def run(argv=None):
+  define_flags()
   app.run(main, argv=resolve_config_flag(sys.argv if argv is None else argv))
 
 

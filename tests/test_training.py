@@ -80,12 +80,18 @@ class Interrupted(Exception):
   pass
 
 
-def test_killed_run_resumes_to_the_same_parameters(tmp_path, monkeypatch):
+def interruptible_run():
+  """A 40-step, 2-seed critic run in chunks of 5 with checkpoints every 10, and its uninterrupted result."""
   data = random_data()
   step = iql.make_critic_step(small_config())
   state, keys = initial_state(data, [0, 1])
   kwargs = dict(num_steps=40, steps_per_call=5, checkpoint_every=10, progress=False)
   uninterrupted = Trainer(step, **kwargs).run(state, data, keys)
+  return data, step, state, keys, kwargs, uninterrupted
+
+
+def test_killed_run_resumes_to_the_same_parameters(tmp_path, monkeypatch):
+  data, step, state, keys, kwargs, uninterrupted = interruptible_run()
 
   # Kill the run inside the chunk after step 25: checkpoints exist for 10 and 20, metrics were written up to 25.
   workdir = str(tmp_path / "run")
@@ -127,11 +133,7 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, monkeypatch):
 def test_ctrl_c_saves_the_chunk_in_flight(tmp_path, monkeypatch):
   """KeyboardInterrupt while waiting on chunk 3: that chunk is finished, logged and checkpointed (step 15, between
   the periodic checkpoints), then the interrupt propagates; the resumed run equals an uninterrupted one."""
-  data = random_data()
-  step = iql.make_critic_step(small_config())
-  state, keys = initial_state(data, [0, 1])
-  kwargs = dict(num_steps=40, steps_per_call=5, checkpoint_every=10, progress=False)
-  uninterrupted = Trainer(step, **kwargs).run(state, data, keys)
+  data, step, state, keys, kwargs, uninterrupted = interruptible_run()
 
   workdir = str(tmp_path / "run")
   real_device_get, waits = jax.device_get, []

@@ -59,7 +59,7 @@ def pipeline_report(rows: list[dict], ref: dict, dataset_id: str, wall_s: float)
   verdict = [f"{r['policy']} {'beats' if r['gain'] > 0 else 'does NOT beat'} the dataset average by {r['gain']:.2f}"
              for r in rows]
   lines += ["", "; ".join(verdict) + f". Evaluated in {rows[0]['env'] if rows else '?'}; pipeline wall time "
-            f"{wall_s / 60:.1f} min."]
+            f"{wall_s / 60:.1f} min in this invocation (stages finished by an earlier one are reused)."]
   return "\n".join(lines)
 
 

@@ -39,9 +39,9 @@ def test_off_support_share_registers_blur_that_energy_distance_hardly_sees():
 
 
 def test_toy_swg_script_end_to_end_tiny(tmp_path):
-  from experiments import toy_swg
+  from experiments import toy, toy_swg
 
-  toy_swg.main(["--datasets=8gaussians", "--steps=20", "--samples=200", f"--out={tmp_path}"])
+  toy.main(["--algo=swg", "--datasets=8gaussians", "--steps=20", "--samples=200", f"--out={tmp_path}"])
   out = json.loads((tmp_path / "metrics.json").read_text())
   assert [r["beta"] for r in out["rows"]] == list(toy_swg.BETAS)
   for r in out["rows"]:

@@ -1,0 +1,29 @@
+"""The papers' 2-D toy experiments behind one entry point: `--algo=swg` (experiments/toy_swg.py: SWG samples vs the
+weighted target, beta in {0, 1, 5, 10, 15}) or `--algo=srpo` (experiments/toy_srpo.py: the extracted action as 1/beta
+grows). Every other flag goes to that script.
+
+  python -m experiments.toy --algo=swg --size=small --out=/tmp/toy_swg
+  python -m experiments.toy --algo=srpo --size=full --datasets=8gaussians,2spirals
+"""
+from __future__ import annotations
+
+import sys
+
+ALGOS = ("swg", "srpo")
+
+
+def main(argv=None):
+  argv = list(sys.argv[1:] if argv is None else argv)
+  algo = next((a.split("=", 1)[1] for a in argv if a.startswith("--algo=")), None)
+  if algo not in ALGOS:
+    sys.exit(f"error: pass --algo=swg or --algo=srpo (got {algo!r}); the other flags go to experiments/toy_<algo>.py")
+  rest = [a for a in argv if not a.startswith("--algo=")]
+  if algo == "swg":
+    from experiments import toy_swg as script
+  else:
+    from experiments import toy_srpo as script
+  script.main(rest)
+
+
+if __name__ == "__main__":
+  main()

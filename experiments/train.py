@@ -2,7 +2,8 @@
 
   python -m experiments.train --algo=srpo --dataset=hopper-medium-v2 --seeds=0,1,2,3,4 --workdir=runs/srpo_hopper
   python -m experiments.train --algo=swg --config=swg_jax/configs.py:antmaze-umaze-v0:paper --config.critic.lr=1e-4
-  python -m experiments.train --algo=swg --dataset=builtin/reacher/noisy-v0 --config=swg_jax/configs.py:demo
+  MINARI_DATASETS_PATH=results/demo/minari python -m experiments.train --algo=swg \
+    --dataset=builtin/reacher/noisy-v0 --config=swg_jax/configs.py:demo   # the demo's dataset
 
 --config defaults to <algo>_jax/configs.py:<dataset>:paper. A --config without a dataset gets --dataset put in its
 argument, so the dataset's paper values (beta, expectile, ...) come first and --config.<field> flags override them.

@@ -204,33 +204,35 @@ def load_eval(workdir: str | None, name: str) -> dict | None:
     return json.load(f)
 
 
+def _metric_files(workdir: str) -> list[tuple[str, str]]:
+  """(stage, path) of every metrics_<stage>.jsonl the Trainer wrote in the workdir."""
+  return [(f[len("metrics_"):-len(".jsonl")], os.path.join(workdir, f)) for f in sorted(os.listdir(workdir))
+          if f.startswith("metrics_") and f.endswith(".jsonl")]
+
+
 def stage_seconds(workdir: str) -> dict[str, float]:
   """Training wall time per stage (compile included) from the metrics files, summed over resumed segments."""
   out = {}
-  for fname in sorted(os.listdir(workdir)):
-    if fname.startswith("metrics_") and fname.endswith(".jsonl"):
-      prev, total = 0, 0.0
-      with open(os.path.join(workdir, fname)) as f:
-        for line in f:
-          if line.strip():
-            record = json.loads(line)
-            total += (record["step"] - prev) / record["steps_per_sec"]
-            prev = record["step"]
-      out[fname[len("metrics_"):-len(".jsonl")]] = total
+  for stage, path in _metric_files(workdir):
+    prev, total = 0, 0.0
+    with open(path) as f:
+      for line in f:
+        if line.strip():
+          record = json.loads(line)
+          total += (record["step"] - prev) / record["steps_per_sec"]
+          prev = record["step"]
+    out[stage] = total
   return out
 
 
 def write_learning_curves(workdir: str) -> list[str]:
   """plots/<stage>.png for every metrics_<stage>.jsonl in the workdir."""
   pngs = []
-  for fname in sorted(os.listdir(workdir)):
-    if fname.startswith("metrics_") and fname.endswith(".jsonl"):
-      stage = fname[len("metrics_"):-len(".jsonl")]
-      steps, _ = read_metrics(os.path.join(workdir, fname))
-      if len(steps):
-        os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
-        pngs.append(plot_learning_curves(os.path.join(workdir, fname), os.path.join(workdir, "plots", f"{stage}.png"),
-                                         title=stage))
+  for stage, path in _metric_files(workdir):
+    steps, _ = read_metrics(path)
+    if len(steps):
+      os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
+      pngs.append(plot_learning_curves(path, os.path.join(workdir, "plots", f"{stage}.png"), title=stage))
   return pngs
 
 

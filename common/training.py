@@ -64,7 +64,8 @@ def seed_stage_keys(keys: jax.Array, stage: int) -> jax.Array:
 
 
 def _per_data_field(data_per_seed, per_seed, shared):
-  """`per_seed` / `shared` for all of the data (a bool) or per field (a pytree prefix of bools): vmap axes, shardings."""
+  """`per_seed` / `shared` for all of the data (a bool) or per field (a pytree prefix of bools): vmap axes or
+  shardings."""
   if isinstance(data_per_seed, bool):
     return per_seed if data_per_seed else shared
   return jax.tree.map(lambda flag: per_seed if flag else shared, data_per_seed)

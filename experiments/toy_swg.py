@@ -32,12 +32,11 @@ import numpy as np
 
 import swg_jax
 from common.checkpoint import write_text_atomic
-from common.solvers import ddpm_sample, dpm_solver_pp
 from common.toy_datasets import (SCALE, TOY_DATASETS, energy_distance, off_support_fraction, sample_toy,
                                  target_samples, toy_weights)
 from common.training import Trainer
 from swg_jax import model as model_lib
-from swg_jax.sampling import W_MAX, W_MIN, guided_eps_fn
+from swg_jax.sampling import sample_z
 
 BETAS = (0.0, 1.0, 5.0, 10.0, 15.0)
 BETA_NORM = 15.0  # the state fed to the network is beta / BETA_NORM
@@ -85,18 +84,11 @@ def train_toy_model(points: np.ndarray, energy: np.ndarray, betas, config, seed:
                                              "data_scale"))
 def sample_actions(params, beta, key, *, net, schedule, n: int, guidance_scale: float, sampler: str, num_steps: int,
                    data_scale: float):
-  """n actions [n, 2] in [-1, 1] for one beta: SWG's guided sampler at temperature 1 (z_T ~ N(0, I)), clipping the
-  actions to the scaled box (swg_jax.sample clips to [-1, 1], the D4RL action box, so it is not used here)."""
+  """n actions [n, 2] in [-1, 1] for one beta: SWG's guided sampler at temperature 1, with the actions clipped to the
+  model's scaled box."""
   obs = jnp.full((n, 1), beta / BETA_NORM, jnp.float32)
-  eps = guided_eps_fn(lambda z, t: net.apply(params, z, t, obs), schedule, guidance_scale)
-  clip = lambda z: jnp.concatenate([jnp.clip(z[:, :-1], -data_scale, data_scale), jnp.clip(z[:, -1:], W_MIN, W_MAX)],
-                                   axis=-1)
-  init_key, noise_key = jax.random.split(key)
-  z_T = jax.random.normal(init_key, (n, 3), jnp.float32)
-  if sampler == "ddpm":
-    z = ddpm_sample(eps, schedule, z_T, noise_key, temperature=1.0, clip_fn=clip)
-  else:
-    z = dpm_solver_pp(eps, schedule, z_T, num_steps=num_steps, x0_clip_fn=clip, denoise_to_zero=True)
+  z = sample_z(lambda z, t: net.apply(params, z, t, obs), schedule, n, 3, key, guidance_scale=guidance_scale,
+               sampler=sampler, num_steps=num_steps, temperature=1.0, action_bound=data_scale)
   return z[:, :-1] / data_scale
 
 

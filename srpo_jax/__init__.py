@@ -28,8 +28,8 @@ from srpo_jax.behavior import behavior_eps_fn, sample_behavior
 from srpo_jax.configs import get_config
 from srpo_jax.policy import NonFiniteQGradError, Policy, act, extract_policy, seed_act
 
-__all__ = ["get_config", "fit_behavior", "extract_policy", "train", "train_and_evaluate", "act", "seed_act", "behavior_eps_fn", "sample_behavior", "Policy",
-           "SRPOResult", "NonFiniteQGradError", "critic_q_fn"]
+__all__ = ["get_config", "fit_behavior", "extract_policy", "train", "train_and_evaluate", "act", "seed_act",
+           "behavior_eps_fn", "sample_behavior", "Policy", "SRPOResult", "NonFiniteQGradError", "critic_q_fn"]
 
 
 class _Arrays(flax.struct.PyTreeNode):

@@ -64,22 +64,24 @@ def guided_eps_fn(eps_fn: EpsFn, schedule: VPDiscrete, guidance_scale, *, w_min:
   return guided
 
 
-def clip_z(z: jax.Array, w_min: float = W_MIN, w_max: float = W_MAX) -> jax.Array:
-  """Actions to [-1, 1], w to [w_min, w_max].  [B, A + 1]"""
-  return jnp.concatenate([jnp.clip(z[:, :-1], -1.0, 1.0), jnp.clip(z[:, -1:], w_min, w_max)], axis=-1)
+def clip_z(z: jax.Array, w_min: float = W_MIN, w_max: float = W_MAX, action_bound: float = 1.0) -> jax.Array:
+  """Actions to [-action_bound, action_bound], w to [w_min, w_max].  [B, A + 1]"""
+  actions = jnp.clip(z[:, :-1], -action_bound, action_bound)
+  return jnp.concatenate([actions, jnp.clip(z[:, -1:], w_min, w_max)], axis=-1)
 
 
 def sample_z(eps_fn: EpsFn, schedule: VPDiscrete, batch: int, dim: int, key: jax.Array, *, guidance_scale=1.0,
              sampler: str = "ddpm", num_steps: int = 10, order: int = 2, temperature=0.0, w_min: float = W_MIN,
-             w_max: float = W_MAX, w_prediction: str = "tweedie") -> jax.Array:
+             w_max: float = W_MAX, w_prediction: str = "tweedie", action_bound: float = 1.0) -> jax.Array:
   """Samples z_0 = (a, w) [batch, dim] with the (guided) eps.
 
   z_T = temperature * N(0, I) (temperature 0: z_T = 0, a deterministic sampler). DDPM runs all T steps with ancestral
   noise scaled by temperature and clips z after every step; "dpm" runs num_steps of deterministic DPM-Solver++
-  (order `order`) clipping every data prediction and finishing with the denoising step to index 0.
+  (order `order`) clipping every data prediction and finishing with the denoising step to index 0. Actions are
+  clipped to [-action_bound, action_bound] (1: the D4RL action box).
   """
   eps = guided_eps_fn(eps_fn, schedule, guidance_scale, w_min=w_min, w_max=w_max, w_prediction=w_prediction)
-  clip = lambda z: clip_z(z, w_min, w_max)
+  clip = lambda z: clip_z(z, w_min, w_max, action_bound)
   init_key, noise_key = jax.random.split(key)
   if is_static_zero(temperature):
     z_T = jnp.zeros((batch, dim), jnp.float32)

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from common import antmaze
+
 
 class OfflineData(flax.struct.PyTreeNode):
   """Transitions (s, a, r, s', mask). observations [N, S], actions [N, A], rewards [N], next_observations [N, S],
@@ -347,7 +349,8 @@ class D4RLSpec:
   ref_min_score: float
   ref_max_score: float
   max_episode_steps: int
-  env_id: str | None = None  # Gymnasium evaluation env (locomotion: MuJoCo v4, the v3 model files of the data)
+  env_id: str | None = None  # Gymnasium evaluation env (locomotion: MuJoCo v4, the v3 model files of the data;
+                             # AntMaze: common.antmaze's rebuild of D4RL's env)
   minari_id: str | None = None  # Minari port (regenerated data; its eval env replaces the mujoco-py one)
   obs_dim: int | None = None
   action_dim: int | None = None
@@ -379,10 +382,11 @@ def _d4rl_table() -> dict[str, D4RLSpec]:
   }
   for maze, (stem, steps) in mazes.items():
     minari_id = f"D4RL/antmaze/{maze}-v1"
+    env_id = antmaze.ENV_IDS[maze.split("-")[0]]
     table[f"antmaze-{maze}-v0"] = D4RLSpec(
-        f"{_D4RL_URL}/ant_maze_new/Ant_maze_{stem}_sparse.hdf5", 0.0, 1.0, steps, None, minari_id, 29, 8)
+        f"{_D4RL_URL}/ant_maze_new/Ant_maze_{stem}_sparse.hdf5", 0.0, 1.0, steps, env_id, minari_id, 29, 8)
     table[f"antmaze-{maze}-v2"] = D4RLSpec(
-        f"{_D4RL_URL}/ant_maze_v2/Ant_maze_{stem}_sparse_fixed.hdf5", 0.0, 1.0, steps, None, minari_id, 29, 8)
+        f"{_D4RL_URL}/ant_maze_v2/Ant_maze_{stem}_sparse_fixed.hdf5", 0.0, 1.0, steps, env_id, minari_id, 29, 8)
   kitchens = {
       "complete": "mini_kitchen_microwave_kettle_light_slider-v0.hdf5",
       "partial": "kitchen_microwave_kettle_light_slider-v0.hdf5",
@@ -637,7 +641,7 @@ def load_dataset(
   truncations, end of data; official SWG code) or "iql" (terminals or every 1000 transitions, trailing run dropped;
   official SRPO / IQL `return_range`).
   info: source ("hdf5" | "d4rl" | "minari"), name, path, d4rl_name, minari_id, env_id (Gymnasium eval env, or None
-  where there is none: D4RL AntMaze / Kitchen / Adroit, whose Minari ports bring theirs), ref_min_score,
+  where there is none: D4RL Kitchen / Adroit, whose Minari ports bring theirs), ref_min_score,
   ref_max_score, max_episode_steps, reward_kind, episode_rule, size, obs_dim, action_dim, num_episodes.
   """
   if episode_rule not in EPISODE_RULES:

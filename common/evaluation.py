@@ -6,7 +6,8 @@ first episode: the vector env keeps stepping (and, in NEXT_STEP autoreset mode, 
 all are done, and their later rewards are masked out.
 
 Environments: D4RL locomotion data is evaluated on Gymnasium MuJoCo v4 (the model files of the v3 envs the D4RL data
-came from, no mujoco-py needed); Minari `mujoco/*` data on the v5 envs it was generated with. `EvalResult` carries the
+came from, no mujoco-py needed), D4RL AntMaze data on `common.antmaze`'s rebuild of D4RL's env; Minari `mujoco/*`
+data on the v5 envs it was generated with. `EvalResult` carries the
 env id and library versions so every report can print them.
 """
 from __future__ import annotations
@@ -23,6 +24,8 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from tqdm.auto import tqdm
 
+from common import antmaze
+
 # D4RL reference returns (min = random policy, max = expert), from d4rl/infos.py.
 D4RL_REF_SCORES: dict[str, tuple[float, float]] = {
     "halfcheetah": (-280.178953, 12135.0),
@@ -37,7 +40,7 @@ _MINARI_MUJOCO_ENVS = {
     "humanoidstandup": "HumanoidStandup", "invertedpendulum": "InvertedPendulum",
     "inverteddoublependulum": "InvertedDoublePendulum", "pusher": "Pusher", "reacher": "Reacher", "swimmer": "Swimmer",
 }
-# Gymnasium-Robotics ids used by Minari's D4RL/antmaze/*-v1 regeneration. Maze layout only: the fixed D4RL start/goal
+# Gymnasium-Robotics ids used by Minari's D4RL/antmaze/*-v1 regeneration (D4RL's own files: common.antmaze). Maze layout only: the fixed D4RL start/goal
 # of the evaluation task lives in the dataset's eval_env_spec (`maze_map` etc.), pass it through `env_kwargs`.
 _ANTMAZE_ENVS = {
     "umaze": "AntMaze_UMaze-v4", "umaze-diverse": "AntMaze_UMaze-v4",
@@ -108,7 +111,8 @@ def env_id_for_dataset(name: str) -> str:
 
   * D4RL locomotion `hopper-medium-v2` etc. -> `Hopper-v4` / `HalfCheetah-v4` / `Walker2d-v4`.
   * Minari `mujoco/<env>/<x>-v0` -> the v5 env (`mujoco/hopper/medium-v0` -> `Hopper-v5`).
-  * AntMaze, D4RL `antmaze-<maze>-v0/v2` or Minari `D4RL/antmaze/<maze>-v1` -> the Gymnasium-Robotics id
+  * D4RL AntMaze `antmaze-<maze>-v0/v2` -> `common.antmaze`'s rebuild of D4RL's env (`D4RLAntMaze_Large-v0`).
+  * Minari `D4RL/antmaze/<maze>-v1` (regenerated on another ant) -> the Gymnasium-Robotics id
     (`AntMaze_Large_Diverse_GR-v4`); evaluating it needs `gymnasium_robotics` and the dataset's eval maze map.
   """
   raw = name.strip()
@@ -120,19 +124,21 @@ def env_id_for_dataset(name: str) -> str:
       raise ValueError(
           f"Unknown Minari MuJoCo env {parts[1]!r} in dataset {name!r}; known: {sorted(_MINARI_MUJOCO_ENVS)}")
     return f"{env}-v5"
+  if len(parts) == 1 and low.split("-")[0] in _D4RL_LOCOMOTION_ENVS:
+    return _D4RL_LOCOMOTION_ENVS[low.split("-")[0]]
   if len(parts) == 3 and parts[0] == "d4rl" and parts[1] == "antmaze":
     maze = re.sub(r"-v\d+$", "", parts[2])
   elif len(parts) == 1 and low.startswith("antmaze-"):
     maze = re.sub(r"-v\d+$", "", low[len("antmaze-"):])
-  elif len(parts) == 1 and low.split("-")[0] in _D4RL_LOCOMOTION_ENVS:
-    return _D4RL_LOCOMOTION_ENVS[low.split("-")[0]]
   else:
     raise ValueError(
         f"No evaluation env known for dataset {name!r}: expected D4RL `<halfcheetah|hopper|walker2d>-<kind>-v<N>`, "
         "`antmaze-<maze>-v<N>`, Minari `mujoco/<env>/<kind>-v0` or `D4RL/antmaze/<maze>-v1`")
   if maze not in _ANTMAZE_ENVS:
     raise ValueError(f"Unknown AntMaze variant {maze!r} in dataset {name!r}; known: {sorted(_ANTMAZE_ENVS)}")
-  return _ANTMAZE_ENVS[maze]
+  if parts[0] == "d4rl":  # Minari's regeneration, on Gymnasium-Robotics' ant
+    return _ANTMAZE_ENVS[maze]
+  return antmaze.ENV_IDS[maze.split("-")[0]]  # D4RL's own files: its env, rebuilt
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -174,6 +180,7 @@ def episode_reset_seeds(seed: int, num_seeds: int, episodes_per_seed: int) -> np
 
 
 def _require_env_registered(env_id: str) -> None:
+  antmaze.register_envs()
   if env_id in gym.registry:
     return
   if env_id.startswith(_ROBOTICS_ENV_PREFIXES):

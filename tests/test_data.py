@@ -272,10 +272,12 @@ def test_d4rl_table_covers_both_papers():
       spec = data.D4RL_DATASETS[f"{env}-{level}-v2"]
       assert spec.filename == f"{env}_{level.replace('-', '_')}-v2.hdf5"
       assert spec.env_id.endswith("-v4")
+  env_names = {"umaze": "UMaze", "medium": "Medium", "large": "Large"}
   for maze in ("umaze", "umaze-diverse", "medium-play", "medium-diverse", "large-play", "large-diverse"):
     for version in ("v0", "v2"):
       spec = data.D4RL_DATASETS[f"antmaze-{maze}-{version}"]
       assert (spec.ref_min_score, spec.ref_max_score, spec.obs_dim) == (0.0, 1.0, 29)
+      assert spec.env_id == f"D4RLAntMaze_{env_names[maze.split('-')[0]]}-v0"
   assert data.infer_reward_kind("antmaze-large-play-v0") == "antmaze"
   assert data.infer_reward_kind("mujoco/walker2d/medium-v0") == "locomotion"
   assert data.infer_reward_kind("kitchen-mixed-v0") == "none"

@@ -169,7 +169,7 @@ def test_antmaze_without_gymnasium_robotics():
     pytest.skip("gymnasium_robotics is installed")
   except ImportError:
     pass
-  env_id = ev.env_id_for_dataset("antmaze-large-diverse-v0")
+  env_id = ev.env_id_for_dataset("D4RL/antmaze/large-diverse-v1")
   with pytest.raises(ImportError, match="gymnasium-robotics"):
     ev.evaluate(lambda o, k: o, env_id, num_seeds=1, episodes_per_seed=1)
 
@@ -250,10 +250,11 @@ def test_minari_normalized_score(tmp_path, monkeypatch):
     ("mujoco/hopper/medium-v0", "Hopper-v5"),
     ("mujoco/halfcheetah/expert-v0", "HalfCheetah-v5"),
     ("mujoco/walker2d/simple-v0", "Walker2d-v5"),
-    ("antmaze-umaze-v0", "AntMaze_UMaze-v4"),
-    ("antmaze-umaze-diverse-v2", "AntMaze_UMaze-v4"),
-    ("antmaze-medium-play-v0", "AntMaze_Medium-v4"),
-    ("antmaze-large-diverse-v0", "AntMaze_Large_Diverse_GR-v4"),
+    ("antmaze-umaze-v0", "D4RLAntMaze_UMaze-v0"),
+    ("antmaze-umaze-diverse-v2", "D4RLAntMaze_UMaze-v0"),
+    ("antmaze-medium-play-v0", "D4RLAntMaze_Medium-v0"),
+    ("antmaze-large-diverse-v0", "D4RLAntMaze_Large-v0"),
+    ("D4RL/antmaze/umaze-v1", "AntMaze_UMaze-v4"),
     ("D4RL/antmaze/medium-diverse-v1", "AntMaze_Medium_Diverse_GR-v4"),
 ])
 def test_env_id_for_dataset(name, env_id):

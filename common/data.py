@@ -576,25 +576,27 @@ def minari_transitions(
   arrays = {k: np.concatenate(v) for k, v in parts.items()}
   validate(arrays, env_obs_dim, env_action_dim)
   meta = ds.storage.metadata
-  env_spec, eval_spec = meta.get("env_spec"), meta.get("eval_env_spec")
+  eval_spec = _spec_dict(meta.get("eval_env_spec"))
+  if not eval_spec.get("id"):
+    eval_spec = _spec_dict(meta.get("env_spec"))
   info = {
-      "env_id": _spec_id(eval_spec) or _spec_id(env_spec),
+      "env_id": eval_spec.get("id"),
+      "env_kwargs": dict(eval_spec.get("kwargs") or {}),  # e.g. an AntMaze's maze_map with its start and goal
       "ref_min_score": meta.get("ref_min_score"),
       "ref_max_score": meta.get("ref_max_score"),
   }
   return _make_transitions(arrays, arrays["episode_ends"]), info
 
 
-def _spec_id(spec: Any) -> str | None:
-  """The env id of a Minari metadata env spec (an EnvSpec JSON string) without building the env."""
-  if spec is None:
-    return None
+def _spec_dict(spec: Any) -> dict[str, Any]:
+  """{"id", "kwargs", ...} of a Minari metadata env spec (an EnvSpec JSON string) without building the env."""
   if isinstance(spec, str):
     try:
-      return json.loads(spec).get("id")
-    except (ValueError, AttributeError):
-      return None
-  return getattr(spec, "id", None)
+      spec = json.loads(spec)
+    except ValueError:
+      return {}
+    return spec if isinstance(spec, dict) else {}
+  return {"id": getattr(spec, "id", None), "kwargs": getattr(spec, "kwargs", None)}
 
 
 def load_minari(dataset_id: str) -> OfflineData:
@@ -641,7 +643,8 @@ def load_dataset(
   truncations, end of data; official SWG code) or "iql" (terminals or every 1000 transitions, trailing run dropped;
   official SRPO / IQL `return_range`).
   info: source ("hdf5" | "d4rl" | "minari"), name, path, d4rl_name, minari_id, env_id (Gymnasium eval env, or None
-  where there is none: D4RL Kitchen / Adroit, whose Minari ports bring theirs), ref_min_score,
+  where there is none: D4RL Kitchen / Adroit, whose Minari ports bring theirs), env_kwargs (Minari: its eval env
+  spec's kwargs), ref_min_score,
   ref_max_score, max_episode_steps, reward_kind, episode_rule, size, obs_dim, action_dim, num_episodes.
   """
   if episode_rule not in EPISODE_RULES:

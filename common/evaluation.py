@@ -40,8 +40,9 @@ _MINARI_MUJOCO_ENVS = {
     "humanoidstandup": "HumanoidStandup", "invertedpendulum": "InvertedPendulum",
     "inverteddoublependulum": "InvertedDoublePendulum", "pusher": "Pusher", "reacher": "Reacher", "swimmer": "Swimmer",
 }
-# Gymnasium-Robotics ids used by Minari's D4RL/antmaze/*-v1 regeneration (D4RL's own files: common.antmaze). Maze layout only: the fixed D4RL start/goal
-# of the evaluation task lives in the dataset's eval_env_spec (`maze_map` etc.), pass it through `env_kwargs`.
+# Gymnasium-Robotics ids used by Minari's D4RL/antmaze/*-v1 regeneration (D4RL's own files: common.antmaze). Maze
+# layout only: the fixed start/goal of the evaluation task lives in the dataset's eval_env_spec (`maze_map` etc.),
+# pass it through `env_kwargs`.
 _ANTMAZE_ENVS = {
     "umaze": "AntMaze_UMaze-v4", "umaze-diverse": "AntMaze_UMaze-v4",
     "medium-play": "AntMaze_Medium-v4", "medium-diverse": "AntMaze_Medium_Diverse_GR-v4",

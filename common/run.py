@@ -137,6 +137,8 @@ def load_run_data(config, *, download: bool = True) -> tuple[OfflineData, dict[s
   data, info = load_dataset(config.dataset, reward_kind=config.reward_kind or None, episode_rule=config.episode_rule,
                             download=download)
   env_id = config.env_id or info.get("env_id")
+  if env_id != info.get("env_id"):
+    info["env_kwargs"] = None  # the dataset's env kwargs are for its own env
   info["eval_env_id"], info["eval_note"] = env_id, None
   if not env_id:
     port = info.get("minari_id")
@@ -180,7 +182,8 @@ def evaluate_policy(policy_fn: Callable, config, info: dict, workdir: str | None
     start = time.time()
     res = evaluation.evaluate(policy_fn, info["eval_env_id"], num_seeds=len(config.seeds),
                               episodes_per_seed=int(config.eval.episodes), seed=int(config.eval.seed),
-                              max_episode_steps=int(config.eval.max_episode_steps) or None, progress=config.progress)
+                              max_episode_steps=int(config.eval.max_episode_steps) or None,
+                              env_kwargs=info.get("env_kwargs"), progress=config.progress)
     scores = normalized_scores(res.returns, info)
     result = {
         "name": name, "env_id": res.env_id, "gymnasium_version": res.gymnasium_version,

@@ -464,3 +464,36 @@ def test_sample_batch_in_jit_returns_dataset_rows(tmp_path):
   table = {tuple(r) for r in rows(loaded)}
   assert all(tuple(r) in table for r in rows(batch))
   assert len({tuple(r) for r in rows(batch)}) > 1
+
+
+def test_minari_eval_env_kwargs_reach_the_evaluation(minari_root, tmp_path, monkeypatch):
+  # An eval env spec with a non-default kwarg: evaluation must build that env, not the registered default.
+  monkeypatch.chdir(tmp_path)
+  import dataclasses
+
+  import gymnasium as gym
+
+  from common import evaluation
+  from common.run import evaluate_policy, load_run_data
+  from srpo_jax import get_config
+
+  spec = gym.spec("Hopper-v5")
+  spec = dataclasses.replace(spec, kwargs={**spec.kwargs, "healthy_reward": 3.0})
+  datasets.make_minari_dataset("test/hopper/kwargs-v0", num_episodes=4, eval_env=spec)
+  config = get_config("test/hopper/kwargs-v0:smoke")
+  config.eval.episodes, config.eval.max_episode_steps = 3, 30
+  _, info = load_run_data(config)
+  assert info["eval_env_id"] == "Hopper-v5" and info["env_kwargs"]["healthy_reward"] == 3.0
+
+  def still(obs, key):
+    return np.zeros(obs.shape[:2] + (3,), np.float32)
+
+  with_kwargs = np.array(evaluate_policy(still, config, info, None, "still")["returns"])
+  default = evaluation.evaluate(still, "Hopper-v5", num_seeds=len(config.seeds), episodes_per_seed=3,
+                                seed=config.eval.seed, max_episode_steps=30)
+  # Same trajectories, healthy reward 3 instead of 1 per step.
+  np.testing.assert_allclose(with_kwargs - default.returns, 2.0 * default.lengths, rtol=1e-9)
+  # A user-chosen env drops the dataset's kwargs, which belong to its own env.
+  config = get_config("test/hopper/kwargs-v0:smoke")
+  config.env_id = "Hopper-v4"
+  assert load_run_data(config)[1]["env_kwargs"] is None

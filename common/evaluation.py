@@ -7,8 +7,8 @@ all are done, and their later rewards are masked out.
 
 Environments: D4RL locomotion data is evaluated on Gymnasium MuJoCo v4 (the model files of the v3 envs the D4RL data
 came from, no mujoco-py needed), D4RL AntMaze data on `common.antmaze`'s rebuild of D4RL's env; Minari `mujoco/*`
-data on the v5 envs it was generated with. `EvalResult` carries the
-env id and library versions so every report can print them.
+data on the v5 envs it was generated with. `EvalResult` carries the env id and library versions so every report can
+print them.
 """
 from __future__ import annotations
 

@@ -28,8 +28,7 @@ def check(dataset: str, transitions: int, *, download: bool = False) -> np.ndarr
   t = data.d4rl_transitions(data.fetch_d4rl_file(dataset, download=download),
                             max_episode_steps=spec.max_episode_steps, env_obs_dim=29, env_action_dim=8)
   idx = np.unique(np.linspace(0, len(t.observations) - 1, transitions).astype(int))
-  maze = dataset.split("-")[1]
-  return antmaze.one_step_error(maze, t.observations[idx], t.actions[idx], t.next_observations[idx])
+  return antmaze.one_step_error(dataset.split("-")[1], t.observations[idx], t.actions[idx], t.next_observations[idx])
 
 
 def main(argv):
@@ -41,7 +40,7 @@ def main(argv):
     sys.exit(1)
   q50, q90, q99 = np.quantile(errors, [0.5, 0.9, 0.99])
   print(f"{FLAGS.dataset}: one-step max |error| over {errors.size} transitions: median {q50:.3g}, 90% {q90:.3g}, "
-        f"99% {q99:.3g}, max {errors.max():.3g} (env {antmaze.ENV_IDS[FLAGS.dataset.split('-')[1]]})")
+        f"99% {q99:.3g}, max {errors.max():.3g} (env {data.D4RL_DATASETS[FLAGS.dataset].env_id})")
   if q50 > FLAGS.tolerance:
     print(f"median error {q50:.3g} > --tolerance {FLAGS.tolerance}: this env does not reproduce the file's dynamics")
     sys.exit(1)

@@ -1,7 +1,15 @@
-"""Markdown tables of run summaries (`common.run.write_summary`), shared by train.py, the demo and reproduce_d4rl."""
+"""Markdown tables of run summaries (`common.run.write_summary`) and the algorithm packages behind them, shared by
+train.py, the demo and reproduce_d4rl."""
 from __future__ import annotations
 
+import importlib
+
 POLICY_NAMES = {"swg": "SWG", "swgr": "SWG-R", "srpo": "SRPO"}
+
+
+def algorithm_package(algo: str):
+  """The package of training algorithm "swg" | "srpo" (get_config, train_and_evaluate)."""
+  return importlib.import_module(f"{algo}_jax")
 
 
 def mean_std(stat: dict | None, digits: int = 1) -> str:

@@ -19,7 +19,7 @@ import traceback
 
 from absl import app, flags, logging
 
-from experiments.report import POLICY_NAMES, mean_std
+from experiments.report import POLICY_NAMES, algorithm_package, mean_std
 
 LOCOMOTION = tuple(f"{env}-{level}-v2" for level in ("medium-expert", "medium", "medium-replay")
                    for env in ("halfcheetah", "hopper", "walker2d"))
@@ -57,11 +57,7 @@ def parse_datasets(spec: str) -> list[str]:
 
 
 def run_config(algo: str, dataset: str, preset: str, seeds):
-  if algo == "swg":
-    from swg_jax.configs import get_config
-  else:
-    from srpo_jax.configs import get_config
-  config = get_config(f"{dataset}:{preset}")
+  config = algorithm_package(algo).get_config(f"{dataset}:{preset}")
   config.seeds = tuple(int(s) for s in seeds)
   return config
 
@@ -76,13 +72,10 @@ def run_one(algo: str, dataset: str, preset: str, seeds, workdir: str, download:
     with open(summary_path) as f:
       print(f"[reproduce] {dataset} {algo}: finished earlier, skipped", flush=True)
       return {"summary": json.load(f)}
-  if algo == "swg":
-    from swg_jax import train_and_evaluate
-  else:
-    from srpo_jax import train_and_evaluate
   print(f"[reproduce] {dataset} {algo}: training seeds {list(seeds)} in {workdir}", flush=True)
   try:
-    return {"summary": train_and_evaluate(run_config(algo, dataset, preset, seeds), workdir, download=download)}
+    config = run_config(algo, dataset, preset, seeds)
+    return {"summary": algorithm_package(algo).train_and_evaluate(config, workdir, download=download)}
   except DatasetError as e:
     return {"missing": str(e)}
   except RunError as e:

@@ -81,19 +81,15 @@ def main(argv):
     except ValueError:
       sys.exit(f"error: --seeds must be integers separated by commas, got {','.join(FLAGS.seeds)!r}")
   workdir = FLAGS.workdir or os.path.join("results", "runs", FLAGS.algo, config.dataset.replace("/", "_"))
-  if FLAGS.algo == "swg":
-    from swg_jax import train_and_evaluate
-  else:
-    from srpo_jax import train_and_evaluate
+  from experiments.report import algorithm_package, eval_table
+
   try:
-    summary = train_and_evaluate(config, workdir)
+    summary = algorithm_package(FLAGS.algo).train_and_evaluate(config, workdir)
   except (DatasetError, RunError) as e:
     sys.exit(f"error: {e}")
   except KeyboardInterrupt:
     print(f"interrupted; progress is saved in {workdir}: run the same command again to resume", file=sys.stderr)
     sys.exit(130)
-  from experiments.report import eval_table
-
   print(eval_table([summary]))
   print(f"results in {os.path.abspath(workdir)}")
 

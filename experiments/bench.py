@@ -2,9 +2,10 @@
 
 Measures steps/s of each stage's step for 1, 4 and 8 vmapped seeds, fused (`steps_per_call` steps per jit call with
 lax.scan) and one step per call, next to the machine's measured float32 matmul rate; the wall time of one
-action-selection call, each SWG sampler next to its sample quality on a toy trained here; and, on a CPU, the targets
-of the issue tracker for this 2-core CPU. Median of several timed repeats after a warm-up call. Writes
-results/bench.json and results/bench.md.
+action-selection call, each SWG sampler next to its sample quality on a toy trained here; the paper pipelines'
+training time for 5 seeds, estimated from those rates; and the issue tracker's targets (the 2-core CPU's on a CPU,
+seed scaling and the SRPO pipeline hour on an accelerator). Median of several timed repeats after a warm-up call.
+Writes results/bench.json and results/bench.md.
 
   python -m experiments.bench --seeds=1,4,8 --repeats=5
   python -m experiments.bench --seeds=1 --repeats=1 --fused_steps=2 --latency_states=1 --toy_steps=100 \
@@ -379,7 +380,8 @@ PIPELINE_SEEDS, SRPO_PIPELINE_HOURS = 5, 1.0
 
 
 def paper_pipelines() -> dict:
-  """Per-seed training steps of each paper pipeline by bench stage, from the paper configs."""
+  """Per-seed training steps of each paper pipeline by bench stage, from the paper configs. Both use the bench's
+  critic step (SWG's, with a LayerNorm on V's input that SRPO's lacks: a slight overestimate for SRPO)."""
   import swg_jax
   from srpo_jax import configs
 

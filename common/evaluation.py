@@ -1,4 +1,4 @@
-"""Vectorised Gymnasium rollouts of a jitted policy, and D4RL / Minari normalised scores.
+"""Vectorised Gymnasium rollouts of a jitted policy.
 
 `evaluate` runs num_seeds * episodes_per_seed environments in one `SyncVectorEnv`; each step calls the (jitted,
 seed-vmapped) policy once on observations shaped [num_seeds, episodes_per_seed, S]. Every sub-env counts only its
@@ -8,12 +8,12 @@ all are done, and their later rewards are masked out.
 Environments: D4RL locomotion data is evaluated on Gymnasium MuJoCo v4 (the model files of the v3 envs the D4RL data
 came from, no mujoco-py needed), D4RL AntMaze data on `common.antmaze`'s rebuild of D4RL's env; Minari `mujoco/*`
 data on the v5 envs it was generated with. `EvalResult` carries the env id and library versions so every report can
-print them.
+print them. Which env a dataset is evaluated in, and its reference returns, come from `common.data` (the D4RL
+table, a Minari dataset's metadata); `common.run.normalized_scores` turns returns into scores.
 """
 from __future__ import annotations
 
 import dataclasses
-import re
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -26,120 +26,9 @@ from tqdm.auto import tqdm
 
 from common import antmaze
 
-# D4RL reference returns (min = random policy, max = expert), from d4rl/infos.py.
-D4RL_REF_SCORES: dict[str, tuple[float, float]] = {
-    "halfcheetah": (-280.178953, 12135.0),
-    "hopper": (-20.272305, 3234.3),
-    "walker2d": (1.629008, 4592.3),
-    "antmaze": (0.0, 1.0),
-}
-
-_D4RL_LOCOMOTION_ENVS = {"halfcheetah": "HalfCheetah-v4", "hopper": "Hopper-v4", "walker2d": "Walker2d-v4"}
-_MINARI_MUJOCO_ENVS = {
-    "halfcheetah": "HalfCheetah", "hopper": "Hopper", "walker2d": "Walker2d", "ant": "Ant", "humanoid": "Humanoid",
-    "humanoidstandup": "HumanoidStandup", "invertedpendulum": "InvertedPendulum",
-    "inverteddoublependulum": "InvertedDoublePendulum", "pusher": "Pusher", "reacher": "Reacher", "swimmer": "Swimmer",
-}
-# Gymnasium-Robotics ids used by Minari's D4RL/antmaze/*-v1 regeneration (D4RL's own files: common.antmaze). Maze
-# layout only: the fixed start/goal of the evaluation task lives in the dataset's eval_env_spec (`maze_map` etc.),
-# pass it through `env_kwargs`.
-_ANTMAZE_ENVS = {
-    "umaze": "AntMaze_UMaze-v4", "umaze-diverse": "AntMaze_UMaze-v4",
-    "medium-play": "AntMaze_Medium-v4", "medium-diverse": "AntMaze_Medium_Diverse_GR-v4",
-    "large-play": "AntMaze_Large-v4", "large-diverse": "AntMaze_Large_Diverse_GR-v4",
-}
 _ROBOTICS_ENV_PREFIXES = ("AntMaze", "PointMaze", "AdroitHand", "FrankaKitchen")
 
 PolicyFn = Callable[[np.ndarray, jax.Array], Any]
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Normalised scores
-
-
-def _d4rl_family(dataset_name: str) -> str:
-  name = dataset_name.strip().lower()
-  if name.startswith("d4rl/"):  # Minari's D4RL namespace, e.g. D4RL/antmaze/umaze-v1
-    name = name[len("d4rl/"):]
-  return name.split("/")[0] if "/" in name else name.split("-")[0]
-
-
-def d4rl_normalized_score(dataset_name: str, returns) -> np.ndarray:
-  """100 * (R - min) / (max - min) with D4RL's reference returns for the dataset's env family.
-
-  dataset_name: a D4RL name (`hopper-medium-v2`, `antmaze-large-diverse-v0`) or Minari's `D4RL/antmaze/...`.
-  returns: undiscounted episode returns, any shape. Returns float64 of the same shape.
-  """
-  family = _d4rl_family(dataset_name)
-  if family not in D4RL_REF_SCORES:
-    raise ValueError(
-        f"No D4RL reference scores for dataset {dataset_name!r} (env family {family!r}); known families: "
-        f"{sorted(D4RL_REF_SCORES)}. Minari datasets regenerated on v5 envs (mujoco/...) are not D4RL data: use "
-        "minari_normalized_score with the dataset's own ref_min_score/ref_max_score.")
-  lo, hi = D4RL_REF_SCORES[family]
-  return 100.0 * (np.asarray(returns, dtype=np.float64) - lo) / (hi - lo)
-
-
-def minari_normalized_score(dataset_or_metadata, returns) -> np.ndarray:
-  """100 * (R - ref_min_score) / (ref_max_score - ref_min_score), from a Minari dataset's metadata.
-
-  Same scale as `d4rl_normalized_score`, i.e. 100 x `minari.get_normalized_score` (which returns a fraction).
-  dataset_or_metadata: a `minari.MinariDataset` or its metadata mapping (`dataset.storage.metadata`).
-  """
-  if isinstance(dataset_or_metadata, Mapping):
-    metadata = dataset_or_metadata
-  else:
-    metadata = dataset_or_metadata.storage.metadata
-  dataset_id = metadata.get("dataset_id", "<unknown dataset>")
-  for key in ("ref_min_score", "ref_max_score"):
-    if metadata.get(key) is None:
-      raise ValueError(
-          f"Minari dataset {dataset_id!r} has no {key!r} in its metadata, so no normalised score can be computed "
-          "(Minari mujoco/*-v0 datasets ship without reference scores; add them with "
-          "dataset.storage.update_metadata({'ref_min_score': ..., 'ref_max_score': ...}) or report raw returns).")
-  lo, hi = float(metadata["ref_min_score"]), float(metadata["ref_max_score"])
-  if not hi > lo:
-    raise ValueError(f"Minari dataset {dataset_id!r}: ref_max_score {hi} must exceed ref_min_score {lo}")
-  return 100.0 * (np.asarray(returns, dtype=np.float64) - lo) / (hi - lo)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Dataset name -> evaluation env id
-
-
-def env_id_for_dataset(name: str) -> str:
-  """Gymnasium env id to evaluate a policy trained on dataset `name`.
-
-  * D4RL locomotion `hopper-medium-v2` etc. -> `Hopper-v4` / `HalfCheetah-v4` / `Walker2d-v4`.
-  * Minari `mujoco/<env>/<x>-v0` -> the v5 env (`mujoco/hopper/medium-v0` -> `Hopper-v5`).
-  * D4RL AntMaze `antmaze-<maze>-v0/v2` -> `common.antmaze`'s rebuild of D4RL's env (`D4RLAntMaze_Large-v0`).
-  * Minari `D4RL/antmaze/<maze>-v1` (regenerated on another ant) -> the Gymnasium-Robotics id
-    (`AntMaze_Large_Diverse_GR-v4`); evaluating it needs `gymnasium_robotics` and the dataset's eval maze map.
-  """
-  raw = name.strip()
-  low = raw.lower()
-  parts = low.split("/")
-  if len(parts) == 3 and parts[0] == "mujoco":
-    env = _MINARI_MUJOCO_ENVS.get(parts[1])
-    if env is None:
-      raise ValueError(
-          f"Unknown Minari MuJoCo env {parts[1]!r} in dataset {name!r}; known: {sorted(_MINARI_MUJOCO_ENVS)}")
-    return f"{env}-v5"
-  if len(parts) == 1 and low.split("-")[0] in _D4RL_LOCOMOTION_ENVS:
-    return _D4RL_LOCOMOTION_ENVS[low.split("-")[0]]
-  if len(parts) == 3 and parts[0] == "d4rl" and parts[1] == "antmaze":
-    maze = re.sub(r"-v\d+$", "", parts[2])
-  elif len(parts) == 1 and low.startswith("antmaze-"):
-    maze = re.sub(r"-v\d+$", "", low[len("antmaze-"):])
-  else:
-    raise ValueError(
-        f"No evaluation env known for dataset {name!r}: expected D4RL `<halfcheetah|hopper|walker2d>-<kind>-v<N>`, "
-        "`antmaze-<maze>-v<N>`, Minari `mujoco/<env>/<kind>-v0` or `D4RL/antmaze/<maze>-v1`")
-  if maze not in _ANTMAZE_ENVS:
-    raise ValueError(f"Unknown AntMaze variant {maze!r} in dataset {name!r}; known: {sorted(_ANTMAZE_ENVS)}")
-  if parts[0] == "d4rl":  # Minari's regeneration, on Gymnasium-Robotics' ant
-    return _ANTMAZE_ENVS[maze]
-  return antmaze.ENV_IDS[maze.split("-")[0]]  # D4RL's own files: its env, rebuilt
 
 
 # ---------------------------------------------------------------------------------------------------------------------

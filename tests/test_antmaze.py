@@ -149,8 +149,7 @@ def test_registered_and_evaluated_for_d4rl_antmaze_names(monkeypatch, tmp_path):
   monkeypatch.chdir(tmp_path)
   for name, maze in [("antmaze-umaze-v0", "umaze"), ("antmaze-umaze-diverse-v2", "umaze"),
                      ("antmaze-medium-play-v0", "medium"), ("antmaze-large-diverse-v2", "large")]:
-    env_id = evaluation.env_id_for_dataset(name)
-    assert env_id == antmaze.ENV_IDS[maze]
+    assert data.D4RL_DATASETS[name].env_id == antmaze.ENV_IDS[maze]
   res = evaluation.evaluate(lambda obs, key: np.zeros(obs.shape[:2] + (8,), np.float32), "D4RLAntMaze_UMaze-v0",
                             num_seeds=2, episodes_per_seed=2, max_episode_steps=15)
   np.testing.assert_array_equal(res.returns, 0.0)

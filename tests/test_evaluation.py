@@ -6,6 +6,7 @@ import minari
 import numpy as np
 import pytest
 
+from common import data, run
 from common import evaluation as ev
 
 HOPPER = "Hopper-v4"
@@ -169,9 +170,8 @@ def test_antmaze_without_gymnasium_robotics():
     pytest.skip("gymnasium_robotics is installed")
   except ImportError:
     pass
-  env_id = ev.env_id_for_dataset("D4RL/antmaze/large-diverse-v1")
-  with pytest.raises(ImportError, match="gymnasium-robotics"):
-    ev.evaluate(lambda o, k: o, env_id, num_seeds=1, episodes_per_seed=1)
+  with pytest.raises(ImportError, match="gymnasium-robotics"):  # the env of Minari's D4RL/antmaze/large-diverse-v1
+    ev.evaluate(lambda o, k: o, "AntMaze_Large_Diverse_GR-v4", num_seeds=1, episodes_per_seed=1)
 
 
 def test_flat_observation_uses_d4rl_antmaze_layout():
@@ -187,23 +187,20 @@ def test_flat_observation_uses_d4rl_antmaze_layout():
 # Scores and env ids
 
 
+def _table_scores(name, returns):
+  spec = data.D4RL_DATASETS[name]
+  return run.normalized_scores(np.asarray(returns), {"ref_min_score": spec.ref_min_score,
+                                                     "ref_max_score": spec.ref_max_score})
+
+
 def test_d4rl_normalized_score_hand_computed():
-  # 100 (R - min) / (max - min), evaluated by hand with exact fractions.
-  assert ev.d4rl_normalized_score("hopper-medium-v2", 1000.0) == pytest.approx(31.348890403588683, rel=1e-12)
-  np.testing.assert_allclose(ev.d4rl_normalized_score("halfcheetah-medium-expert-v2", [0.0, 4000.0]),
+  # 100 (R - min) / (max - min) with d4rl/infos.py's reference returns, evaluated by hand with exact fractions.
+  assert _table_scores("hopper-medium-v2", 1000.0) == pytest.approx(31.348890403588683, rel=1e-12)
+  np.testing.assert_allclose(_table_scores("halfcheetah-medium-expert-v2", [0.0, 4000.0]),
                              [2.256745183139689, 34.47537058630749], rtol=1e-12)
-  assert ev.d4rl_normalized_score("walker2d-medium-replay-v2", 3000.0) == pytest.approx(65.31443872203334, rel=1e-12)
-  np.testing.assert_allclose(ev.d4rl_normalized_score("antmaze-large-diverse-v0", np.array([[0.0, 0.5, 1.0]])),
+  assert _table_scores("walker2d-medium-replay-v2", 3000.0) == pytest.approx(65.31443872203334, rel=1e-12)
+  np.testing.assert_allclose(_table_scores("antmaze-large-diverse-v0", np.array([[0.0, 0.5, 1.0]])),
                              [[0.0, 50.0, 100.0]])
-  np.testing.assert_allclose(ev.d4rl_normalized_score("D4RL/antmaze/umaze-v1", 1.0), 100.0)
-  for family, (lo, hi) in ev.D4RL_REF_SCORES.items():
-    np.testing.assert_allclose(ev.d4rl_normalized_score(f"{family}-medium-v2", [lo, hi]), [0.0, 100.0], atol=1e-12)
-
-
-@pytest.mark.parametrize("name", ["pen-human-v1", "ant-medium-v2", "mujoco/hopper/medium-v0"])
-def test_d4rl_normalized_score_unknown_family(name):
-  with pytest.raises(ValueError, match="No D4RL reference scores"):
-    ev.d4rl_normalized_score(name, 1.0)
 
 
 def _tiny_minari_dataset(dataset_id, **refs):
@@ -222,57 +219,29 @@ def _tiny_minari_dataset(dataset_id, **refs):
 
 
 def test_minari_normalized_score(tmp_path, monkeypatch):
+  """A Minari dataset's reference returns reach the score through load_dataset's info, as minari computes it."""
   monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
   dataset = _tiny_minari_dataset("mujoco/hopper/tiny-v0", ref_min_score=-20.0, ref_max_score=3000.0)
   returns = np.array([-20.0, 100.0, 3000.0])
   expected = [0.0, 100.0 * 120.0 / 3020.0, 100.0]
-  np.testing.assert_allclose(ev.minari_normalized_score(dataset, returns), expected, rtol=1e-12)
-  np.testing.assert_allclose(ev.minari_normalized_score(dataset, returns),
+  _, info = data.load_dataset("mujoco/hopper/tiny-v0")
+  np.testing.assert_allclose(run.normalized_scores(returns, info), expected, rtol=1e-12)
+  np.testing.assert_allclose(run.normalized_scores(returns, info),
                              100.0 * minari.get_normalized_score(dataset, returns), rtol=1e-12)
-  np.testing.assert_allclose(ev.minari_normalized_score({"ref_min_score": 0.0, "ref_max_score": 4.0}, 1.0), 25.0)
-
-  # No reference scores (like Minari's mujoco/*-v0): a clear error naming the key and the dataset ...
-  bare = _tiny_minari_dataset("mujoco/hopper/noref-v0")
-  with pytest.raises(ValueError, match=r"'mujoco/hopper/noref-v0' has no 'ref_min_score'"):
-    ev.minari_normalized_score(bare, returns)
-  with pytest.raises(ValueError, match="'ref_max_score'"):
-    ev.minari_normalized_score({"dataset_id": "x", "ref_min_score": 0.0}, returns)
-  # ... until they are added to the stored metadata.
-  bare.storage.update_metadata({"ref_min_score": -20.0, "ref_max_score": 3000.0})
-  reloaded = minari.load_dataset("mujoco/hopper/noref-v0")
-  np.testing.assert_allclose(ev.minari_normalized_score(reloaded, returns), expected, rtol=1e-12)
-
-
-@pytest.mark.parametrize("name, env_id", [
-    ("hopper-medium-v2", "Hopper-v4"),
-    ("halfcheetah-medium-expert-v2", "HalfCheetah-v4"),
-    ("walker2d-medium-replay-v2", "Walker2d-v4"),
-    ("mujoco/hopper/medium-v0", "Hopper-v5"),
-    ("mujoco/halfcheetah/expert-v0", "HalfCheetah-v5"),
-    ("mujoco/walker2d/simple-v0", "Walker2d-v5"),
-    ("antmaze-umaze-v0", "D4RLAntMaze_UMaze-v0"),
-    ("antmaze-umaze-diverse-v2", "D4RLAntMaze_UMaze-v0"),
-    ("antmaze-medium-play-v0", "D4RLAntMaze_Medium-v0"),
-    ("antmaze-large-diverse-v0", "D4RLAntMaze_Large-v0"),
-    ("D4RL/antmaze/umaze-v1", "AntMaze_UMaze-v4"),
-    ("D4RL/antmaze/medium-diverse-v1", "AntMaze_Medium_Diverse_GR-v4"),
-])
-def test_env_id_for_dataset(name, env_id):
-  assert ev.env_id_for_dataset(name) == env_id
+  # No reference scores (like Minari's mujoco/*-v0): no normalised score rather than a made-up one.
+  _tiny_minari_dataset("mujoco/hopper/noref-v0")
+  _, bare = data.load_dataset("mujoco/hopper/noref-v0")
+  assert run.normalized_scores(returns, bare) is None
 
 
 def test_d4rl_locomotion_envs_have_d4rl_shapes(tmp_path, monkeypatch):
   # D4RL v2 data: hopper obs 11 / act 3, halfcheetah and walker2d obs 17 / act 6.
   monkeypatch.chdir(tmp_path)  # MuJoCo 4 writes a MUJOCO_LOG.TXT deprecation warning (settotalmass) for HalfCheetah-v4
-  cases = [("hopper-medium-v2", (11, 3)), ("halfcheetah-medium-v2", (17, 6)), ("walker2d-medium-v2", (17, 6))]
-  for name, dims in cases:
-    env = gym.make(ev.env_id_for_dataset(name))
+  cases = [("hopper-medium-v2", "Hopper-v4", (11, 3)), ("halfcheetah-medium-v2", "HalfCheetah-v4", (17, 6)),
+           ("walker2d-medium-replay-v2", "Walker2d-v4", (17, 6))]
+  for name, env_id, dims in cases:
+    spec = data.D4RL_DATASETS[name]
+    assert spec.env_id == env_id and (spec.obs_dim, spec.action_dim) == dims
+    env = gym.make(spec.env_id)
     assert (env.observation_space.shape[0], env.action_space.shape[0]) == dims
     env.close()
-
-
-@pytest.mark.parametrize("name", ["pen-human-v1", "mujoco/unknownbot/medium-v0", "antmaze-tiny-v0",
-                                  "D4RL/door/human-v2"])
-def test_env_id_for_unknown_dataset(name):
-  with pytest.raises(ValueError, match="env|variant"):
-    ev.env_id_for_dataset(name)

@@ -56,16 +56,23 @@ def machine_description() -> dict:
           "cpu_count": os.cpu_count(), "jax": jax.__version__}
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-  """Measured float32 matmul rate, the ceiling the training steps are compared to."""
+def matmul_gflops(n: int | None = None, repeats: int = 10, min_seconds: float = 0.2) -> float:
+  """Measured float32 matmul rate (n x n at the default precision), the ceiling the training steps are compared to.
+  n defaults to 2048 on a CPU and 8192 on an accelerator, where a 2048 product is over before dispatch is."""
+  n = n or (2048 if jax.default_backend() == "cpu" else 8192)
   a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
   f = jax.jit(lambda x: x @ x)
   f(a).block_until_ready()
+  start = time.perf_counter()
+  f(a).block_until_ready()
+  calls = max(1, math.ceil(min_seconds / max(time.perf_counter() - start, 1e-9)))
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
-    f(a).block_until_ready()
-    times.append(time.perf_counter() - start)
+    for _ in range(calls):
+      out = f(a)
+    out.block_until_ready()
+    times.append((time.perf_counter() - start) / calls)
   return 2 * n**3 / statistics.median(times) / 1e9
 
 

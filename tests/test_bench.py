@@ -119,3 +119,13 @@ def test_time_chunk_repeats_short_calls_until_a_repeat_lasts_the_minimum():
   keys = bench.seed_keys(range(2))
   m = bench.time_chunk(step, jnp.zeros(2), None, keys, steps_per_call=1, calls=1, repeats=2, min_seconds=0.05)
   assert m["calls"] > 1 and m["steps_per_sec"] > 0  # one call of a trivial step takes far less than 50 ms
+
+
+def test_matmul_rate_is_two_n_cubed_over_the_median_call_time(monkeypatch):
+  # A fake clock advancing 1 ms per reading: the calibrating call "lasts" 1 ms, so min_seconds = 2.5 ms asks for 3
+  # calls per repeat, and each repeat's 3 calls span one 1 ms tick: 1/3 ms a call, 2 n^3 / (1/3 ms) flop/s.
+  ticks = iter(range(10**6))
+  monkeypatch.setattr(bench.time, "perf_counter", lambda: next(ticks) * 1e-3)
+  n = 64
+  rate = bench.matmul_gflops(n=n, repeats=3, min_seconds=0.0025)
+  assert abs(rate - 2 * n**3 / (1e-3 / 3) / 1e9) < 1e-6

@@ -90,7 +90,7 @@ def make_diffusion_step(action_dim: int, config):
     params = optax.apply_updates(state.params, updates)
     ema_params = optax.incremental_update(params, state.ema_params, config.ema)
     metrics = {"loss": loss, "loss_w": jnp.mean(jnp.square(pred[:, -1] - eps[:, -1])),
-               "grad_norm": optax.global_norm(grads)}
+               "grad_norm": optax.tree.norm(grads)}
     return DiffusionState(params=params, ema_params=ema_params, opt_state=opt_state, step=state.step + 1), metrics
 
   return step

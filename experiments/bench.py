@@ -259,7 +259,7 @@ def action_latency(repeats: int, state_counts=(1, 64, 256)) -> list[dict]:
     best = jnp.argmax(iql.target_q(srpo_critic, rep, actions).reshape(b, candidates), axis=1)
     return actions.reshape(b, candidates, A)[jnp.arange(b), best]
 
-  rows = []
+  rows, device = [], machine_description()["device"]
   for states in state_counts:
     obs = jax.random.normal(jax.random.PRNGKey(1), (states, S))
     obs_np = np.asarray(obs)
@@ -270,7 +270,7 @@ def action_latency(repeats: int, state_counts=(1, 64, 256)) -> list[dict]:
       methods[DIFFUSION_POLICY] = lambda: diffusion_policy(obs, key, 1)
       methods[DIFFUSION_POLICY_32] = lambda: diffusion_policy(obs, key, 32)
     for name, fn in methods.items():
-      rows.append({"method": name, "states": states, "ms": _median_ms(fn, repeats)})
+      rows.append({"method": name, "states": states, "ms": _median_ms(fn, repeats), "device": device})
   return rows
 
 

@@ -372,17 +372,18 @@ def _d4rl_table() -> dict[str, D4RLSpec]:
     for level in ("random", "medium", "medium-replay", "medium-expert", "expert"):
       url = f"{_D4RL_URL}/gym_mujoco_v2/{env}_{level.replace('-', '_')}-v2.hdf5"
       table[f"{env}-{level}-v2"] = D4RLSpec(url, lo, hi, 1000, env_id, None, s, a)
-  mazes = {  # name: (file stem, max episode steps)
-      "umaze": ("u-maze_noisy_multistart_False_multigoal_False", 700),
-      "umaze-diverse": ("u-maze_noisy_multistart_True_multigoal_True", 700),
-      "medium-play": ("big-maze_noisy_multistart_True_multigoal_False", 1000),
-      "medium-diverse": ("big-maze_noisy_multistart_True_multigoal_True", 1000),
-      "large-play": ("hardest-maze_noisy_multistart_True_multigoal_False", 1000),
-      "large-diverse": ("hardest-maze_noisy_multistart_True_multigoal_True", 1000),
+  mazes = {  # name: file stem
+      "umaze": "u-maze_noisy_multistart_False_multigoal_False",
+      "umaze-diverse": "u-maze_noisy_multistart_True_multigoal_True",
+      "medium-play": "big-maze_noisy_multistart_True_multigoal_False",
+      "medium-diverse": "big-maze_noisy_multistart_True_multigoal_True",
+      "large-play": "hardest-maze_noisy_multistart_True_multigoal_False",
+      "large-diverse": "hardest-maze_noisy_multistart_True_multigoal_True",
   }
-  for maze, (stem, steps) in mazes.items():
+  for maze, stem in mazes.items():
     minari_id = f"D4RL/antmaze/{maze}-v1"
-    env_id = antmaze.ENV_IDS[maze.split("-")[0]]
+    layout = maze.split("-")[0]
+    env_id, steps = antmaze.ENV_IDS[layout], antmaze.MAX_EPISODE_STEPS[layout]
     table[f"antmaze-{maze}-v0"] = D4RLSpec(
         f"{_D4RL_URL}/ant_maze_new/Ant_maze_{stem}_sparse.hdf5", 0.0, 1.0, steps, env_id, minari_id, 29, 8)
     table[f"antmaze-{maze}-v2"] = D4RLSpec(

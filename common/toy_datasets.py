@@ -82,7 +82,7 @@ def target_samples(name: str, beta: float, n: int, rng: np.random.Generator, poo
   return pts[rng.choice(pool, size=n, p=probs)]
 
 
-def _pairwise_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def pairwise_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
   """Euclidean distances [len(x), len(y)] in float64 from one matmul (|x|^2 + |y|^2 - 2 x.y, clipped at 0)."""
   x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
   sq = np.sum(x**2, axis=1)[:, None] + np.sum(y**2, axis=1)[None, :] - 2.0 * x @ y.T
@@ -92,7 +92,7 @@ def _pairwise_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def _kth_neighbour_distance(x: np.ndarray, y: np.ndarray, k: int, skip_self: bool = False) -> np.ndarray:
   """Distance from each row of x to its k-th nearest row of y (the nearest one skipped with skip_self).  [n]"""
   j = k if skip_self else k - 1
-  return np.concatenate([np.partition(_pairwise_distances(x[s:s + 2048], y), j, axis=1)[:, j]
+  return np.concatenate([np.partition(pairwise_distances(x[s:s + 2048], y), j, axis=1)[:, j]
                          for s in range(0, len(x), 2048)])  # chunks bound the distance matrix
 
 
@@ -107,5 +107,5 @@ def off_support_fraction(x: np.ndarray, truth: np.ndarray, k: int = 10, quantile
 
 def energy_distance(x: np.ndarray, y: np.ndarray) -> float:
   """Energy distance 2 E|X - Y| - E|X - X'| - E|Y - Y'| (>= 0, 0 iff equal in law; V-statistics)."""
-  mean_dist = lambda a, b: float(np.mean(_pairwise_distances(a, b)))
+  mean_dist = lambda a, b: float(np.mean(pairwise_distances(a, b)))
   return 2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y)

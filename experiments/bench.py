@@ -100,17 +100,15 @@ def time_chunk(step_fn, state, data, keys, steps_per_call: int, calls: int, repe
   compiled = chunk.lower(state, data, keys, jnp.uint32(0)).compile()
   compile_s = time.perf_counter() - start
   state = jax.tree.map(jnp.copy, state)
-  state, _ = compiled(state, data, keys, jnp.uint32(0))  # warm-up
-  jax.block_until_ready(state)
   start = time.perf_counter()
-  state, _ = compiled(state, data, keys, jnp.uint32(steps_per_call))
+  state, _ = compiled(state, data, keys, jnp.uint32(0))  # warm-up, also sizes the repeats
   jax.block_until_ready(state)
   calls = max(calls, math.ceil(min_seconds / max(time.perf_counter() - start, 1e-9)))
   rates = []
   for r in range(repeats):
     start = time.perf_counter()
     for c in range(calls):
-      state, metrics = compiled(state, data, keys, jnp.uint32((r * calls + c + 2) * steps_per_call))
+      state, metrics = compiled(state, data, keys, jnp.uint32((r * calls + c + 1) * steps_per_call))
     jax.block_until_ready((state, metrics))
     rates.append(calls * steps_per_call / (time.perf_counter() - start))
   return {"steps_per_sec": statistics.median(rates), "compile_s": compile_s, "calls": calls}
@@ -284,7 +282,8 @@ def toy_sampler_quality(steps: int, n: int) -> dict:
   (a second truth draw) and unguided (rho = 0) samples.
   """
   import swg_jax
-  from common.toy_datasets import energy_distance, off_support_fraction, sample_toy, target_samples, toy_weights
+  from common.toy_datasets import (energy_distance, off_support_fraction, pairwise_distances, sample_toy,
+                                   target_samples, toy_weights)
 
   points, energy = sample_toy(TOY_DATASET, 20_000, np.random.default_rng(0))
   config = swg_jax.get_config("smoke")
@@ -299,8 +298,7 @@ def toy_sampler_quality(steps: int, n: int) -> dict:
   pool_points, pool_energy = sample_toy(TOY_DATASET, 20_000, np.random.default_rng(2))
 
   def mean_energy(x):  # E of the nearest point of a data sample (8gaussians: about the nearest cluster's index / 7)
-    sq = np.sum(x**2, 1)[:, None] + np.sum(pool_points**2, 1)[None, :] - 2.0 * x @ pool_points.T
-    return float(np.mean(pool_energy[np.argmin(sq, axis=1)]))
+    return float(np.mean(pool_energy[np.argmin(pairwise_distances(x, pool_points), axis=1)]))
 
   def score(x):
     x = np.asarray(x, np.float64)

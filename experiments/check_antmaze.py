@@ -26,7 +26,8 @@ def check(dataset: str, transitions: int, *, download: bool = False) -> np.ndarr
                             f"{', '.join(n for n in data.D4RL_DATASETS if n.startswith('antmaze-'))}")
   spec = data.D4RL_DATASETS[dataset]
   t = data.d4rl_transitions(data.fetch_d4rl_file(dataset, download=download),
-                            max_episode_steps=spec.max_episode_steps, env_obs_dim=29, env_action_dim=8)
+                            max_episode_steps=spec.max_episode_steps, env_obs_dim=spec.obs_dim,
+                            env_action_dim=spec.action_dim)
   idx = np.unique(np.linspace(0, len(t.observations) - 1, transitions).astype(int))
   return antmaze.one_step_error(dataset.split("-")[1], t.observations[idx], t.actions[idx], t.next_observations[idx])
 

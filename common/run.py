@@ -18,7 +18,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from common import evaluation
+from common import distributed, evaluation
 from common.checkpoint import save_config, write_json_atomic
 from common.data import DatasetError, OfflineData, load_dataset
 from common.plots import plot_learning_curves, read_metrics
@@ -101,7 +101,8 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, algo: str) 
       shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
       raise RunError(f"workdir {workdir!r} holds a run with a different config ({shown}). Its results are kept: "
                      "use a new --workdir, or the same config to resume that run.")
-  save_config(workdir, resolved)
+  if distributed.is_main_process():
+    save_config(workdir, resolved)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -183,7 +184,8 @@ def evaluate_policy(policy_fn: Callable, config, info: dict, workdir: str | None
     res = evaluation.evaluate(policy_fn, info["eval_env_id"], num_seeds=len(config.seeds),
                               episodes_per_seed=int(config.eval.episodes), seed=int(config.eval.seed),
                               max_episode_steps=int(config.eval.max_episode_steps) or None,
-                              env_kwargs=info.get("env_kwargs"), progress=config.progress)
+                              env_kwargs=info.get("env_kwargs"),
+                              progress=config.progress and distributed.is_main_process())
     scores = normalized_scores(res.returns, info)
     result = {
         "name": name, "env_id": res.env_id, "gymnasium_version": res.gymnasium_version,
@@ -193,7 +195,7 @@ def evaluate_policy(policy_fn: Callable, config, info: dict, workdir: str | None
         "score": None if scores is None else _mean_std(scores.mean(axis=1)),
         "returns": res.returns.tolist(), "wall_s": time.time() - start,
     }
-  if workdir is not None:
+  if workdir is not None and distributed.is_main_process():
     write_json_atomic(os.path.join(workdir, f"eval_{name}.json"), result)
   return result
 
@@ -243,7 +245,8 @@ def device_description() -> str:
   d = jax.devices()[0]
   kind = getattr(d, "device_kind", d.platform)
   cores = f", {os.cpu_count()} CPU cores" if d.platform == "cpu" else ""
-  return f"{jax.device_count()} x {kind} ({d.platform}{cores}, {platform.machine()})"
+  processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
+  return f"{jax.device_count()} x {kind}{processes} ({d.platform}{cores}, {platform.machine()})"
 
 
 def write_summary(workdir: str | None, algo: str, config, info: dict, evals: dict[str, dict]) -> dict:
@@ -254,7 +257,7 @@ def write_summary(workdir: str | None, algo: str, config, info: dict, evals: dic
                                         "reward_kind", "ref_min_score", "ref_max_score")},
       "eval": evals, "device": device_description(), "jax_version": jax.__version__,
   }
-  if workdir is not None:
+  if workdir is not None and distributed.is_main_process():
     summary["stage_seconds"] = stage_seconds(workdir)
     summary["plots"] = [os.path.relpath(p, workdir) for p in write_learning_curves(workdir)]
     write_json_atomic(os.path.join(workdir, "summary.json"), summary)

@@ -2,8 +2,9 @@
 
 A step is a pure function `step(state, data, key) -> (state, metrics)` for ONE seed. This module turns it into a jitted
 call that runs K steps with `lax.scan` for every seed at once (`vmap` over a leading seed axis of `state` and `keys`,
-the data shared), optionally sharding the seed axis over devices, and drives that call from Python with a progress
-bar, JSONL metrics, periodic checkpoints and resume.
+the data shared), optionally sharding the seed axis over devices (of every process, when several train together:
+`common.distributed`), and drives that call from Python with a progress bar, JSONL metrics, periodic checkpoints and
+resume.
 
 The key of global step n for a seed is `fold_in(seed_key, n)`: results do not depend on how the steps are chunked, so
 a fused run, a one-step-per-call run and a run resumed from a checkpoint are the same computation.
@@ -22,6 +23,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from common import distributed
 from common.checkpoint import Checkpointer
 from common.networks import FROZEN
 
@@ -89,15 +91,15 @@ def make_chunk_fn(step_fn: StepFn, num_steps: int, data_per_seed=False) -> Calla
 
 
 def seed_mesh(num_seeds: int, devices=None) -> Mesh:
-  """A 1-D mesh over as many local devices as evenly divide the seed count."""
-  devices = list(devices if devices is not None else jax.local_devices())
-  n = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
-  return Mesh(np.array(devices[:n]), ("seeds",), axis_types=(jax.sharding.AxisType.Auto,))
+  """A 1-D mesh over as many devices (of every process) as evenly divide the seed count."""
+  devices = distributed.mesh_devices(num_seeds, list(devices if devices is not None else jax.devices()))
+  return Mesh(np.array(devices), ("seeds",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def default_shard_seeds() -> bool:
-  """Shard seeds by default only on accelerators: fake CPU devices add no speed (XLA already uses every core)."""
-  return jax.default_backend() != "cpu" and jax.local_device_count() > 1
+  """Shard seeds by default on several accelerators, and always across processes. Not over fake CPU devices of
+  one process: they add no speed (XLA already uses every core)."""
+  return jax.process_count() > 1 or (jax.default_backend() != "cpu" and jax.local_device_count() > 1)
 
 
 class Trainer:
@@ -106,6 +108,8 @@ class Trainer:
   With a `workdir`, it appends metrics to `workdir/metrics_<name>.jsonl`, checkpoints to
   `workdir/checkpoints/<name>` every `checkpoint_every` steps, at the end and on Ctrl-C (after the chunk in flight),
   and resumes from the latest checkpoint there. A stage already at `num_steps` is not run again.
+  Across processes, seeds are always sharded, only process 0 writes metrics and shows progress, and `run` returns
+  the whole final state in every process.
   """
 
   def __init__(self, step_fn: StepFn, *, num_steps: int, steps_per_call: int = 1000, name: str = "train",
@@ -119,8 +123,10 @@ class Trainer:
     self.name = name
     self.workdir = workdir
     self.checkpoint_every = checkpoint_every
-    self.progress = progress
+    self.progress = progress and distributed.is_main_process()
     self.shard_seeds = default_shard_seeds() if shard_seeds is None else shard_seeds
+    if jax.process_count() > 1 and not self.shard_seeds:
+      raise ValueError("shard_seeds=False with several processes: every process would train every seed")
     self.devices = devices
     self.data_per_seed = data_per_seed
     self._compiled: dict[int, Callable] = {}
@@ -146,15 +152,15 @@ class Trainer:
     state = jax.tree.map(jnp.copy, state)
     mesh = seed_mesh(num_seeds, self.devices) if self.shard_seeds else None
     if mesh is not None:
-      state = jax.device_put(state, NamedSharding(mesh, PartitionSpec("seeds")))
-      keys = jax.device_put(keys, NamedSharding(mesh, PartitionSpec("seeds")))
-      data = jax.device_put(data, _per_data_field(self.data_per_seed, NamedSharding(mesh, PartitionSpec("seeds")),
-                                                   NamedSharding(mesh, PartitionSpec())))
+      seeds, replicated = NamedSharding(mesh, PartitionSpec("seeds")), NamedSharding(mesh, PartitionSpec())
+      state, keys = distributed.put_global((state, keys), seeds)
+      data = distributed.put_global(data, _per_data_field(self.data_per_seed, seeds, replicated))
 
     ckpt, metrics_path, step = None, None, 0
     if self.workdir is not None:
       os.makedirs(self.workdir, exist_ok=True)
-      metrics_path = os.path.join(self.workdir, f"metrics_{self.name}.jsonl")
+      if distributed.is_main_process():
+        metrics_path = os.path.join(self.workdir, f"metrics_{self.name}.jsonl")
       ckpt = Checkpointer(os.path.join(self.workdir, "checkpoints", self.name))
       latest = ckpt.latest_step()
       if latest is not None:
@@ -162,7 +168,8 @@ class Trainer:
         step = latest
         done = "finished earlier: step" if step >= self.num_steps else "resuming from step"
         print(f"[{self.name}] {done} {step} of {self.num_steps} ({ckpt.directory})", file=sys.stderr, flush=True)
-      _truncate_metrics(metrics_path, step)
+      if metrics_path:
+        _truncate_metrics(metrics_path, step)
 
     bar = _progress_bar(self.num_steps, step, self.name, self.progress)
     try:
@@ -174,11 +181,11 @@ class Trainer:
         metrics, interrupted = None, False
         try:
           state, metrics = self._chunk_fn(k, mesh)(state, data, keys, jnp.uint32(step))
-          metrics = jax.device_get(metrics)  # blocks: one chunk in flight at a time
+          metrics = distributed.to_host(metrics)  # blocks: one chunk in flight at a time
         except KeyboardInterrupt:
           if ckpt is None or metrics is None:  # nothing to save, or the chunk was not dispatched
             raise
-          metrics = jax.device_get(metrics)  # Ctrl-C: let the chunk in flight finish, save it below, then stop
+          metrics = distributed.to_host(metrics)  # Ctrl-C: let the chunk in flight finish, save it below, then stop
           interrupted = True
         elapsed = time.perf_counter() - start
         step += k
@@ -201,6 +208,8 @@ class Trainer:
       bar.close()
       if ckpt:
         ckpt.close()
+    if jax.process_count() > 1:  # what follows the stage runs in every process on the whole state
+      state = jax.tree.map(jnp.asarray, distributed.to_host(state))
     return state
 
   def _restore(self, ckpt: Checkpointer, step: int, state, keys):

@@ -8,6 +8,8 @@ seeds with the papers' per-dataset hyperparameters — ending in results/d4rl.md
 One workdir per dataset and algorithm under --out (SWG and SWG-R share one trained model). Finished runs are skipped,
 unfinished ones resume from their checkpoints. A dataset that cannot be had (no internet, no file) is reported with
 the exact file to put where, and the others go on. The report is rewritten after every run.
+With --distributed (see experiments/train.py) every run's seeds are spread over the processes, and process 0 writes
+the report.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import traceback
 
 from absl import app, flags, logging
 
+from experiments import distributed_flags
 from experiments.report import POLICY_NAMES, algorithm_package, mean_std
 
 LOCOMOTION = tuple(f"{env}-{level}-v2" for level in ("medium-expert", "medium", "medium-replay")
@@ -164,9 +167,15 @@ def reproduce(datasets, policies, seeds, preset: str, out: str, report_path: str
   """Runs what is not finished, rewriting the report after each run. Returns {(dataset, algo): outcome}."""
   from common.checkpoint import write_text_atomic
 
+  from common.distributed import is_main_process
+
   start = time.time()
   algos = list(dict.fromkeys(TRAINED_BY[p] for p in policies))
   outcomes = {}
+
+  def write_report():
+    if is_main_process():
+      write_text_atomic(report_path, report(outcomes, datasets, policies, seeds, preset, time.time() - start))
   for dataset in datasets:
     for algo in algos:
       outcome = run_one(algo, dataset, preset, seeds, os.path.join(out, dataset, algo), download)
@@ -178,8 +187,8 @@ def reproduce(datasets, policies, seeds, preset: str, out: str, report_path: str
         break
       if "failed" in outcome:
         print(f"[reproduce] {dataset} {algo} failed: {outcome['failed']}", flush=True)
-      write_text_atomic(report_path, report(outcomes, datasets, policies, seeds, preset, time.time() - start))
-  write_text_atomic(report_path, report(outcomes, datasets, policies, seeds, preset, time.time() - start))
+      write_report()
+  write_report()
   return outcomes
 
 
@@ -195,6 +204,7 @@ def define_flags() -> None:
   flags.DEFINE_string("out", "results/d4rl", "Root of the per-run workdirs.")
   flags.DEFINE_string("report", "results/d4rl.md", "Markdown report.")
   flags.DEFINE_bool("download", True, "Fetch missing D4RL files from their public URLs.")
+  distributed_flags.define_flags()
 
 
 def main(argv):
@@ -208,11 +218,15 @@ def main(argv):
     if unknown:
       raise ValueError(f"unknown --algos {unknown}; expected some of {POLICIES}")
     seeds = [int(s) for s in FLAGS.seeds]
+    distributed_flags.initialize_from_flags()
+    from common import distributed
+    distributed.check_seed_count(len(seeds))
   except ValueError as e:
     sys.exit(f"error: {e}")
   outcomes = reproduce(datasets, FLAGS.algos, seeds, FLAGS.preset, FLAGS.out, FLAGS.report, FLAGS.download)
-  with open(FLAGS.report) as f:
-    print(f.read())
+  if distributed.is_main_process():
+    with open(FLAGS.report) as f:
+      print(f.read())
   bad = [k for k, o in outcomes.items() if "summary" not in o]
   if bad:
     sys.exit(f"{len(bad)} of {len(outcomes)} runs could not finish (see 'Not run' in {FLAGS.report})")

@@ -1,4 +1,5 @@
-"""Train and evaluate SWG or SRPO on one dataset, every seed in one process (vmapped, spread over local accelerators).
+"""Train and evaluate SWG or SRPO on one dataset, every seed in one process (vmapped, spread over local accelerators),
+or over several processes and hosts with --distributed (one process per host, each started with the same flags).
 
   python -m experiments.train --algo=srpo --dataset=hopper-medium-v2 --seeds=0,1,2,3,4 --workdir=runs/srpo_hopper
   python -m experiments.train --algo=swg --config=swg_jax/configs.py:antmaze-umaze-v0:paper --config.critic.lr=1e-4
@@ -9,6 +10,14 @@
 argument, so the dataset's paper values (beta, expectile, ...) come first and --config.<field> flags override them.
 Run it again with the same workdir to resume an interrupted run; a workdir holding another config is refused.
 Writes to the workdir: config.json, metrics_<stage>.jsonl, checkpoints/, eval_<policy>.json, plots/, summary.json.
+
+  srun --ntasks=2 python -m experiments.train --algo=srpo --dataset=hopper-medium-v2 --seeds=0,1,2,3 \
+    --workdir=/shared/runs/srpo_hopper --distributed        # SLURM / Open MPI: the processes find each other
+  python -m experiments.train ... --distributed --coordinator_address=host0:1234 --num_processes=2 --process_id=0
+
+With --distributed the seeds are spread over the devices of every process (the seed count must be a multiple of the
+process count), each process evaluates the trained policies, process 0 writes the results, and the workdir must be
+on a file system every process sees (the checkpoints are written by all of them).
 """
 from __future__ import annotations
 
@@ -17,6 +26,8 @@ import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from experiments import distributed_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALGOS = ("swg", "srpo")
@@ -31,6 +42,7 @@ def define_flags() -> None:
   flags.DEFINE_list("seeds", [], "Seeds trained together, e.g. 0,1,2,3,4 (default: the config's).")
   flags.DEFINE_string("workdir", "", "Run directory (default results/runs/<algo>/<dataset>).")
   config_flags.DEFINE_config_file("config", None, "<algo>_jax/configs.py:[<dataset>:]<preset>", lock_config=False)
+  distributed_flags.define_flags()
   flags.mark_flag_as_required("algo")
 
 
@@ -69,6 +81,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # keep orbax's per-checkpoint INFO lines out of the output
+  distributed_flags.initialize_from_flags()
+  from common import distributed
   from common.data import DatasetError
   from common.run import RunError
 
@@ -80,6 +94,10 @@ def main(argv):
       config.seeds = tuple(int(s) for s in FLAGS.seeds)
     except ValueError:
       sys.exit(f"error: --seeds must be integers separated by commas, got {','.join(FLAGS.seeds)!r}")
+  try:
+    distributed.check_seed_count(len(config.seeds))
+  except ValueError as e:
+    sys.exit(f"error: {e}")
   workdir = FLAGS.workdir or os.path.join("results", "runs", FLAGS.algo, config.dataset.replace("/", "_"))
   from experiments.report import algorithm_package, eval_table
 
@@ -90,8 +108,9 @@ def main(argv):
   except KeyboardInterrupt:
     print(f"interrupted; progress is saved in {workdir}: run the same command again to resume", file=sys.stderr)
     sys.exit(130)
-  print(eval_table([summary]))
-  print(f"results in {os.path.abspath(workdir)}")
+  if distributed.is_main_process():
+    print(eval_table([summary]))
+    print(f"results in {os.path.abspath(workdir)}")
 
 
 def run(argv=None):

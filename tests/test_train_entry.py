@@ -1,5 +1,6 @@
 """experiments/train.py end to end: SWG and SRPO with 2 seeds in one process on a tiny Minari Reacher dataset built
-here, killed mid-run and resumed; and every kind of bad input ending in one clear message and a non-zero exit."""
+here, killed mid-run and resumed; SRPO's 2 seeds shared by 2 processes (--distributed); and every kind of bad input
+ending in one clear message and a non-zero exit."""
 import json
 import os
 import re
@@ -15,6 +16,7 @@ from common.data import DatasetError
 from common.run import RunError, prepare_workdir
 from experiments.train import resolve_config_flag
 from tests.datasets import d4rl_arrays, write_hdf5
+from tests.test_distributed import free_port, run_processes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASET = "test/reacher/tiny-v0"
@@ -87,6 +89,41 @@ def test_two_seeds_killed_and_resumed(tmp_path, minari_root, algo, policies):
   assert {"critic"} <= set(summary["stage_seconds"])
   name = policies[0].upper().replace("SWGR", "SWG-R")
   assert f"| {name} | {DATASET} | Reacher-v5 | 2 x 2 |" in done.stdout
+
+
+def distributed_cmd(workdir, address, seeds="0,1"):
+  return lambda i: [sys.executable, "-m", "experiments.train", "--algo=srpo", f"--dataset={DATASET}",
+                    "--config=srpo_jax/configs.py:smoke", f"--seeds={seeds}", f"--workdir={workdir}", "--distributed",
+                    f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}"]
+
+
+def test_two_processes_share_the_seeds_of_one_run(tmp_path, minari_root):
+  workdir = tmp_path / "srpo"
+  results = run_processes(distributed_cmd(workdir, f"localhost:{free_port()}"), env=run_env(minari_root))
+  for code, _, err in results:
+    assert code == 0, err[-3000:]
+  # Process 0 alone reports and writes the results.
+  tables = [[line for line in out.splitlines() if line.startswith("|")] for _, out, _ in results]
+  assert any(line.startswith("| SRPO |") for line in tables[0]) and not tables[1]
+  summary = json.load(open(workdir / "summary.json"))
+  assert "2 x cpu in 2 processes" in summary["device"]
+  assert np.asarray(summary["eval"]["srpo"]["returns"]).shape == (2, 2)
+  for stage in ("critic", "behavior", "policy"):
+    with open(workdir / f"metrics_{stage}.jsonl") as f:
+      steps = [json.loads(line)["step"] for line in f]
+    assert steps == sorted(set(steps)), stage  # written once, not by both processes
+
+
+def test_distributed_flags_refuse_what_cannot_work(tmp_path, minari_root):
+  results = run_processes(distributed_cmd(tmp_path / "run", f"localhost:{free_port()}", seeds="0,1,2"),
+                          env=run_env(minari_root))
+  for code, _, err in results:
+    assert code != 0 and err.strip().splitlines()[-1] == (
+        "error: 3 seeds cannot be shared evenly by 2 processes: give a seed count that is a multiple of 2"), err[-2000:]
+  alone = subprocess.run(distributed_cmd(tmp_path / "run", "localhost:1")(0)[:-4] + ["--process_id=0"], cwd=REPO,
+                         env=run_env(minari_root), capture_output=True, text=True, timeout=120)
+  assert alone.returncode != 0 and "need --distributed" in alone.stderr
+  assert not (tmp_path / "run").exists()
 
 
 def test_resolve_config_flag_puts_the_dataset_into_the_config_arg():

@@ -1,5 +1,5 @@
 """`make reproduce-d4rl`: both papers' D4RL tables — every locomotion and AntMaze dataset x {SWG, SWG-R, SRPO} x 5
-seeds with the papers' per-dataset hyperparameters — ending in results/d4rl.md.
+seeds with the papers' per-dataset hyperparameters — ending in results/d4rl.md and its figure results/d4rl.png.
 
   python -m experiments.reproduce_d4rl                                     # everything, paper preset
   python -m experiments.reproduce_d4rl --datasets=locomotion --algos=srpo --seeds=0,1
@@ -8,6 +8,7 @@ seeds with the papers' per-dataset hyperparameters — ending in results/d4rl.md
 One workdir per dataset and algorithm under --out (SWG and SWG-R share one trained model). Finished runs are skipped,
 unfinished ones resume from their checkpoints. A dataset that cannot be had (no internet, no file) is reported with
 the exact file to put where, and the others go on. The report is rewritten after every run.
+
 With --distributed (see experiments/train.py) every run's seeds are spread over the processes, and process 0 writes
 the report.
 """
@@ -19,6 +20,7 @@ import sys
 import time
 import traceback
 
+import numpy as np
 from absl import app, flags, logging
 
 from experiments import distributed_flags
@@ -105,15 +107,50 @@ def _cell(outcome: dict | None, policy: str) -> str:
   return mean_std(ev["score"])
 
 
+def _score(outcomes: dict, dataset: str, policy: str) -> dict | None:
+  """{mean, std, per_seed} of the normalised score of a finished, evaluated run's policy, else None."""
+  outcome = outcomes.get((dataset, TRAINED_BY[policy]))
+  ev = outcome and "summary" in outcome and outcome["summary"]["eval"].get(policy)
+  return None if not ev or "skipped" in ev else ev.get("score")
+
+
 def _average(outcomes: dict, datasets, policy: str) -> str:
-  scores = []
-  for dataset in datasets:
-    outcome = outcomes.get((dataset, TRAINED_BY[policy]))
-    ev = outcome and "summary" in outcome and outcome["summary"]["eval"].get(policy)
-    if not ev or "skipped" in ev or ev.get("score") is None:
-      return f"n/a ({len(scores)} of {len(datasets)})"
-    scores.append(ev["score"]["mean"])
-  return f"{sum(scores) / len(scores):.1f}"
+  scores = [_score(outcomes, d, policy) for d in datasets]
+  if any(s is None for s in scores):
+    return f"n/a ({sum(s is not None for s in scores)} of {len(datasets)})"
+  return f"{sum(s['mean'] for s in scores) / len(scores):.1f}"
+
+
+def plot_scores(outcomes: dict, datasets, policies, path: str) -> str | None:
+  """Horizontal bars of each policy's mean score (± std over seeds) per dataset that has one, the SRPO paper's
+  number as a red tick; written to `path`. Returns the path, or None when no run has a score yet."""
+  rows = [d for d in datasets if any(_score(outcomes, d, p) for p in policies)]
+  if not rows:
+    return None
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  height = 0.8 / len(policies)
+  fig, ax = plt.subplots(figsize=(7.0, 1.0 + 0.45 * len(rows) * max(1, len(policies) / 2)))
+  for j, policy in enumerate(policies):
+    scores = [_score(outcomes, d, policy) for d in rows]
+    y = np.arange(len(rows)) - 0.4 + height * (j + 0.5)
+    ax.barh(y, [s["mean"] if s else 0.0 for s in scores], height, xerr=[s["std"] if s else 0.0 for s in scores],
+            label=POLICY_NAMES[policy], capsize=2)
+  ax.plot([PUBLISHED_SRPO[d] for d in rows], np.arange(len(rows)), "|", color="crimson", markersize=22,
+          markeredgewidth=2.5, label="SRPO (paper)")
+  ax.set_yticks(np.arange(len(rows)), rows)
+  ax.invert_yaxis()
+  ax.set_xlabel("D4RL normalised score (mean ± std over seeds)")
+  ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(policies) + 1, frameon=False)
+  fig.tight_layout()
+  tmp = os.path.join(os.path.dirname(os.path.abspath(path)), ".tmp_" + os.path.basename(path))
+  fig.savefig(tmp, dpi=110, format="png")  # then rename: an interrupted run never leaves half a figure
+  plt.close(fig)
+  os.replace(tmp, path)
+  return path
 
 
 def report(outcomes: dict, datasets, policies, seeds, preset: str, wall_s: float) -> str:
@@ -175,7 +212,11 @@ def reproduce(datasets, policies, seeds, preset: str, out: str, report_path: str
 
   def write_report():
     if is_main_process():
-      write_text_atomic(report_path, report(outcomes, datasets, policies, seeds, preset, time.time() - start))
+      png = plot_scores(outcomes, datasets, policies, os.path.splitext(report_path)[0] + ".png")
+      text = report(outcomes, datasets, policies, seeds, preset, time.time() - start)
+      if png:
+        text += f"\n![D4RL normalised scores]({os.path.basename(png)})\n"
+      write_text_atomic(report_path, text)
   for dataset in datasets:
     for algo in algos:
       outcome = run_one(algo, dataset, preset, seeds, os.path.join(out, dataset, algo), download)

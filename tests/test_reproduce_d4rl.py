@@ -32,6 +32,8 @@ def test_report_with_a_present_and_a_missing_dataset(tmp_path, monkeypatch, caps
   assert "| walker2d-medium-v2 | no data | no data | no data | 84.4 |" in report
   assert f"put it at {d4rl_dir / 'walker2d_medium-v2.hdf5'}" in report
   assert "Hopper-v4" in report and "n/a (1 of 2)" in report
+  assert "![D4RL normalised scores](d4rl.png)" in report
+  assert open(tmp_path / "d4rl.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
   first = os.path.getmtime(os.path.join(out, "hopper-medium-v2", "srpo", "summary.json"))
 
   capsys.readouterr()
@@ -39,6 +41,13 @@ def test_report_with_a_present_and_a_missing_dataset(tmp_path, monkeypatch, caps
   assert "finished earlier, skipped" in capsys.readouterr().out
   assert os.path.getmtime(os.path.join(out, "hopper-medium-v2", "srpo", "summary.json")) == first
   assert again[("hopper-medium-v2", "srpo")]["summary"]["eval"]["srpo"]["score"] is not None
+
+
+def test_no_figure_before_any_run_has_a_score(tmp_path):
+  missing = {("hopper-medium-v2", "srpo"): {"missing": "no file"}, ("hopper-medium-v2", "swg"): {"failed": "bug"}}
+  assert reproduce_d4rl.plot_scores(missing, ["hopper-medium-v2"], reproduce_d4rl.POLICIES,
+                                    str(tmp_path / "d4rl.png")) is None
+  assert not (tmp_path / "d4rl.png").exists()
 
 
 def test_dataset_selection():

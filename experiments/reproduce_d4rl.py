@@ -203,7 +203,6 @@ def report(outcomes: dict, datasets, policies, seeds, preset: str, wall_s: float
 def reproduce(datasets, policies, seeds, preset: str, out: str, report_path: str, download: bool = True) -> dict:
   """Runs what is not finished, rewriting the report after each run. Returns {(dataset, algo): outcome}."""
   from common.checkpoint import write_text_atomic
-
   from common.distributed import is_main_process
 
   start = time.time()
@@ -217,6 +216,7 @@ def reproduce(datasets, policies, seeds, preset: str, out: str, report_path: str
       if png:
         text += f"\n![D4RL normalised scores]({os.path.basename(png)})\n"
       write_text_atomic(report_path, text)
+
   for dataset in datasets:
     for algo in algos:
       outcome = run_one(algo, dataset, preset, seeds, os.path.join(out, dataset, algo), download)

@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # Extras to install, e.g. `make bench EXTRAS=test,cuda12` on an NVIDIA GPU (see pyproject.toml).
 EXTRAS ?= test
+# Flags for the entry point, e.g. `make reproduce-d4rl ARGS="--datasets=locomotion --seeds=0,1"`.
+ARGS ?=
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
@@ -21,13 +23,13 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(PY) -m experiments.demo
+	$(PY) -m experiments.demo $(ARGS)
 
 bench: $(STAMP)
-	$(PY) -m experiments.bench
+	$(PY) -m experiments.bench $(ARGS)
 
 reproduce-d4rl: $(STAMP)
-	$(PY) -m experiments.reproduce_d4rl
+	$(PY) -m experiments.reproduce_d4rl $(ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

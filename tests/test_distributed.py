@@ -1,12 +1,15 @@
 """Several processes training one set of seeds (common.distributed): which devices take the seed axis, and a real
 2-process run on this machine's CPU (jax.distributed over localhost) equal to one process, checkpointed, resumed
 (in 2 processes and in one) and written once."""
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 from typing import NamedTuple
 
 import numpy as np
@@ -59,15 +62,26 @@ def free_port() -> int:
 
 
 def run_processes(cmd_for, num_processes=2, timeout=300, env=None):
-  """Start `cmd_for(process_id)` for every process at once, wait for all; [(returncode, stdout, stderr)]."""
-  procs = [subprocess.Popen(cmd_for(i), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for i in range(num_processes)]
-  try:
-    outputs = [p.communicate(timeout=timeout) for p in procs]
-    return [(p.returncode, *out) for p, out in zip(procs, outputs)]
-  finally:
-    for p in procs:
-      p.kill()
+  """Start `cmd_for(process_id)` for every process at once, wait for all; [(returncode, stdout, stderr)].
+
+  Output goes to files, not pipes: a process blocked on a full pipe would stall the others at their next collective.
+  """
+  with contextlib.ExitStack() as stack:
+    files = [[stack.enter_context(tempfile.TemporaryFile("w+")) for _ in range(2)] for _ in range(num_processes)]
+    procs = [subprocess.Popen(cmd_for(i), cwd=REPO, env=env, stdout=out, stderr=err, text=True)
+             for i, (out, err) in enumerate(files)]
+    try:
+      deadline = time.time() + timeout
+      codes = [p.wait(timeout=max(1.0, deadline - time.time())) for p in procs]
+    finally:
+      for p in procs:
+        p.kill()
+    results = []
+    for code, (out, err) in zip(codes, files):
+      out.seek(0)
+      err.seek(0)
+      results.append((code, out.read(), err.read()))
+    return results
 
 
 TRAINER_SCRIPT = textwrap.dedent("""

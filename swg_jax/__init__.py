@@ -278,9 +278,7 @@ def train(config, data: OfflineData, *, workdir: str | None = None) -> TrainResu
   critic = Trainer(iql.make_critic_step(cc), num_steps=int(cc.num_steps), steps_per_call=config.steps_per_call,
                    name="critic", workdir=workdir, progress=config.progress,
                    checkpoint_every=config.checkpoint_every).run(critic, data, seed_stage_keys(keys, 1))
-  per_seed = [weights_lib.compute_weights(jax.tree.map(lambda x: x[i], critic), data.observations, data.actions,
-                                          config.weights) for i in range(len(config.seeds))]
-  w, adv = np.stack([p[0] for p in per_seed]), np.stack([p[1] for p in per_seed])
+  w, adv = weights_lib.compute_weights(critic, data.observations, data.actions, config.weights, seed_axis=True)
   _warn_above_w_max(w, config)
   weighted = WeightedData(observations=data.observations, actions=data.actions, weights=jnp.asarray(w))
   model = _fit_seeds(weighted, seed_stage_keys(keys, 2), config, critic=critic, workdir=workdir,

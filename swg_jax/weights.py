@@ -33,13 +33,17 @@ def weights_from_advantage(adv: jax.Array, kind: str = "expectile", *, expectile
   raise ValueError(f"weights kind must be one of {WEIGHT_KINDS}, got {kind!r}")
 
 
-def compute_advantages(critic: iql.CriticState, observations, actions, *, chunk_size: int = 16384) -> np.ndarray:
-  """A(s, a) over the whole dataset in fixed-size jitted chunks (one compilation; the last chunk is padded).  [N]"""
+def compute_advantages(critic: iql.CriticState, observations, actions, *, chunk_size: int = 16384,
+                       seed_axis: bool = False) -> np.ndarray:
+  """A(s, a) over the whole dataset in fixed-size jitted chunks (one compilation; the last chunk is padded).  [N]
+
+  seed_axis: the critic is seed-stacked (leading axis) and every seed's advantages come from one vmapped call per
+  chunk.  -> [num_seeds, N]"""
   observations = jnp.asarray(observations, jnp.float32)
   actions = jnp.asarray(actions, jnp.float32)
   n = observations.shape[0]
   chunk = int(min(chunk_size, max(n, 1)))
-  adv_fn = jax.jit(iql.advantage)
+  adv_fn = jax.jit(jax.vmap(iql.advantage, in_axes=(0, None, None)) if seed_axis else iql.advantage)
   out = []
   for start in range(0, n, chunk):
     obs, act = observations[start:start + chunk], actions[start:start + chunk]
@@ -47,14 +51,18 @@ def compute_advantages(critic: iql.CriticState, observations, actions, *, chunk_
     if m < chunk:  # pad to the compiled shape
       obs = jnp.concatenate([obs, jnp.zeros((chunk - m,) + obs.shape[1:], obs.dtype)])
       act = jnp.concatenate([act, jnp.zeros((chunk - m,) + act.shape[1:], act.dtype)])
-    out.append(np.asarray(adv_fn(critic, obs, act))[:m])
-  return np.concatenate(out) if out else np.zeros((0,), np.float32)
+    out.append(np.asarray(adv_fn(critic, obs, act))[..., :m])
+  if not out:
+    return np.zeros((jax.tree.leaves(critic)[0].shape[0], 0) if seed_axis else (0,), np.float32)
+  return np.concatenate(out, axis=-1)
 
 
-def compute_weights(critic: iql.CriticState, observations, actions, config) -> tuple[np.ndarray, np.ndarray]:
+def compute_weights(critic: iql.CriticState, observations, actions, config, *,
+                    seed_axis: bool = False) -> tuple[np.ndarray, np.ndarray]:
   """(weights [N], advantages [N]) with config fields kind, expectile, temperature, clip_min, clip_max,
-  hard_threshold, chunk_size."""
-  adv = compute_advantages(critic, observations, actions, chunk_size=config.get("chunk_size", 16384))
+  hard_threshold, chunk_size. seed_axis: a seed-stacked critic, giving [num_seeds, N] each."""
+  adv = compute_advantages(critic, observations, actions, chunk_size=config.get("chunk_size", 16384),
+                           seed_axis=seed_axis)
   w = weights_from_advantage(jnp.asarray(adv), config.kind, expectile=config.expectile,
                              temperature=config.temperature, clip_min=config.clip_min, clip_max=config.clip_max,
                              hard_threshold=config.hard_threshold)

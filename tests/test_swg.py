@@ -68,6 +68,24 @@ def test_dataset_weights_in_chunks_equal_direct_advantage():
   np.testing.assert_allclose(w, numpy_weights(direct, "expectile"), atol=1e-6)
 
 
+def test_seed_stacked_weights_equal_each_seed_alone():
+  cfg = ml_collections.ConfigDict(dict(hidden=(16, 16), value_layer_norm=True, lr=3e-4))
+  critics = jax.vmap(lambda k: iql.init_critic(k, 4, 2, cfg))(jax.random.split(jax.random.PRNGKey(0), 3))
+  rng = np.random.default_rng(1)
+  obs, act = rng.normal(size=(37, 4)).astype(np.float32), rng.uniform(-1, 1, (37, 2)).astype(np.float32)
+  wcfg = swg_jax.get_config("paper").weights
+  wcfg.update(kind="exp_advantage", chunk_size=16)  # a continuous weight, so every seed's differs
+  w, adv = weights_lib.compute_weights(critics, obs, act, wcfg, seed_axis=True)
+  assert w.shape == adv.shape == (3, 37)
+  for i in range(3):
+    w_i, adv_i = weights_lib.compute_weights(jax.tree.map(lambda x: x[i], critics), obs, act, wcfg)
+    np.testing.assert_allclose(adv[i], adv_i, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(w[i], w_i, rtol=1e-5, atol=1e-6)
+  assert np.max(np.abs(adv[0] - adv[1])) > 1e-3  # the seeds' critics really differ
+  empty_w, empty_adv = weights_lib.compute_weights(critics, obs[:0], act[:0], wcfg, seed_axis=True)
+  assert empty_w.shape == empty_adv.shape == (3, 0)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Network
 

@@ -89,7 +89,9 @@ class ConditionalEpsNet(nn.Module):
 
   time -> embedding -> MLP(time_features); concat(x_t, s, time features) -> Dense(h) -> blocks -> act -> Dense(out).
   With `aux_head_after_block = k` (1-based), an extra head MLP(h -> act -> aux_out_dim) reads the output of block k
-  and its output is concatenated after the main one (SWG's weight head). Returns [B, out_dim (+ aux_out_dim)].
+  and its output is concatenated after the main one (SWG's weight head). Returns [B, out_dim (+ aux_out_dim)], or
+  with `split_heads=True` the pair ([B, out_dim], [B, aux_out_dim]): a gradient of the aux output alone then has no
+  backward pass through the blocks after k (concatenated, the main head's zero cotangent is still propagated).
   """
 
   out_dim: int
@@ -105,7 +107,7 @@ class ConditionalEpsNet(nn.Module):
   layer_norm_eps: float = 1e-6
 
   @nn.compact
-  def __call__(self, x, t, s, train: bool = False):
+  def __call__(self, x, t, s, train: bool = False, split_heads: bool = False):
     act = ACTIVATIONS[self.activation]
     t = jnp.broadcast_to(jnp.asarray(t, x.dtype), x.shape[:-1])
     if self.time_embedding == "gaussian":
@@ -122,7 +124,9 @@ class ConditionalEpsNet(nn.Module):
       if k == self.aux_head_after_block:
         aux = MLP((self.hidden, self.aux_out_dim), act, name="aux_head")(h)
     out = nn.Dense(self.out_dim)(act(h))
-    return out if aux is None else jnp.concatenate([out, aux], axis=-1)
+    if aux is None:
+      return out
+    return (out, aux) if split_heads else jnp.concatenate([out, aux], axis=-1)
 
 
 class TwinQ(nn.Module):

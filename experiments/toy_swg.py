@@ -88,7 +88,8 @@ def sample_actions(params, beta, key, *, net, schedule, n: int, guidance_scale: 
   model's scaled box."""
   obs = jnp.full((n, 1), beta / BETA_NORM, jnp.float32)
   z = sample_z(lambda z, t: net.apply(params, z, t, obs), schedule, n, 3, key, guidance_scale=guidance_scale,
-               sampler=sampler, num_steps=num_steps, temperature=1.0, action_bound=data_scale)
+               sampler=sampler, num_steps=num_steps, temperature=1.0, action_bound=data_scale,
+               heads_fn=lambda z, t: net.apply(params, z, t, obs, split_heads=True))
   return z[:, :-1] / data_scale
 
 

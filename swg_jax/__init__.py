@@ -52,6 +52,10 @@ class SWGModel(flax.struct.PyTreeNode):
     """eps_fn(z [B, A + 1], t_model) for the given observations [B, S]."""
     return lambda z, t_model: self.net.apply(self.params, z, t_model, observations)
 
+  def heads_fn(self, observations: jax.Array):
+    """The same eps as `eps_fn` with its heads apart: (eps_a [B, A], eps_w [B, 1]) (see `guided_eps_fn`)."""
+    return lambda z, t_model: self.net.apply(self.params, z, t_model, observations, split_heads=True)
+
   def seed(self, i: int) -> "SWGModel":
     return jax.tree.map(lambda x: x[i], self)
 
@@ -178,7 +182,8 @@ def _sample(model: SWGModel, observations, key, *, guidance_scale, sampler, num_
   obs = jnp.repeat(observations, num_candidates, axis=0)  # [B * N, S], candidates of one state adjacent
   z = sample_z(model.eps_fn(obs), model.schedule, b * num_candidates, model.action_dim + 1, key,
                guidance_scale=guidance_scale, sampler=sampler, num_steps=num_steps, order=order,
-               temperature=temperature, w_min=w_min, w_max=w_max, w_prediction=w_prediction)
+               temperature=temperature, w_min=w_min, w_max=w_max, w_prediction=w_prediction,
+               heads_fn=model.heads_fn(obs))
   if num_candidates > 1:
     if select == "q":
       scores = iql.target_q(model.critic, obs, z[:, :-1])

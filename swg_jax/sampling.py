@@ -16,6 +16,7 @@ from common.diffusion import VPDiscrete
 from common.solvers import ddpm_sample, dpm_solver_pp
 
 EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
+HeadsFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 W_MIN, W_MAX = 1e-4, 1.0
 SAMPLERS = ("ddpm", "dpm")
 W_PREDICTIONS = ("tweedie", "official")
@@ -25,9 +26,9 @@ def is_static_zero(x) -> bool:
   return isinstance(x, numbers.Real) and x == 0
 
 
-def w0_prediction(x: jax.Array, eps: jax.Array, t_model: jax.Array, schedule: VPDiscrete,
+def w0_prediction(x: jax.Array, eps_w: jax.Array, t_model: jax.Array, schedule: VPDiscrete,
                   w_prediction: str = "tweedie") -> jax.Array:
-  """Data prediction of the weight coordinate.  x, eps [B, A + 1] -> [B]
+  """Data prediction of the weight coordinate from its eps.  x [B, A + 1], eps_w [B] -> [B]
 
   "tweedie": (w_t - sigma_t eps_w) / alpha_t with alpha_t = sqrt(abar) (the correct one, default);
   "official": the official JAX code's division by sqrt of the single-step alpha (parity option).
@@ -38,23 +39,38 @@ def w0_prediction(x: jax.Array, eps: jax.Array, t_model: jax.Array, schedule: VP
     alpha = jnp.sqrt(jnp.asarray(schedule.alphas)[i])
   elif w_prediction != "tweedie":
     raise ValueError(f"w_prediction must be one of {W_PREDICTIONS}, got {w_prediction!r}")
-  return (x[:, -1] - sigma * eps[:, -1]) / alpha
+  return (x[:, -1] - sigma * eps_w) / alpha
 
 
-def guided_eps_fn(eps_fn: EpsFn, schedule: VPDiscrete, guidance_scale, *, w_min: float = W_MIN,
-                  w_max: float = W_MAX, w_prediction: str = "tweedie") -> EpsFn:
-  """Wrap eps_fn(z [B, A + 1], t_model) into SWG's guided one. A Python 0 scale returns eps_fn itself."""
+def split_heads(eps_fn: EpsFn) -> HeadsFn:
+  """heads_fn from a joint eps_fn: (eps of the action dims [B, A], eps of w [B, 1])."""
+  def heads(x, t_model):
+    eps = eps_fn(x, t_model)
+    return eps[:, :-1], eps[:, -1:]
+  return heads
+
+
+def guided_eps_fn(eps_fn: EpsFn, schedule: VPDiscrete, guidance_scale, *, heads_fn: HeadsFn | None = None,
+                  w_min: float = W_MIN, w_max: float = W_MAX, w_prediction: str = "tweedie") -> EpsFn:
+  """Wrap eps_fn(z [B, A + 1], t_model) into SWG's guided one. A Python 0 scale returns eps_fn itself.
+
+  heads_fn(z, t_model) -> (eps_a [B, A], eps_w [B, 1]): the same eps with its two heads apart (the network's
+  `split_heads=True`). The guidance gradient then runs backward only through the layers eps_w reads; from the joint
+  eps_fn alone it also runs back, with a zero cotangent, through the layers only eps_a reads (SWG's block 3 and
+  action head: a sixth of a guided step's work at the paper's size).
+  """
   if is_static_zero(guidance_scale):
     return eps_fn
   if isinstance(guidance_scale, numbers.Real) and guidance_scale < 0:
     raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale!r}")
+  heads_fn = heads_fn if heads_fn is not None else split_heads(eps_fn)
 
   def guided(x, t_model):
     def log_w0(x):
-      eps = eps_fn(x, t_model)
-      w0 = jnp.clip(w0_prediction(x, eps, t_model, schedule, w_prediction), w_min, w_max)
+      eps_a, eps_w = heads_fn(x, t_model)
+      w0 = jnp.clip(w0_prediction(x, eps_w[:, 0], t_model, schedule, w_prediction), w_min, w_max)
       # Each sample's w0 depends only on its own z (no cross-batch layers), so the gradient of the sum is per-sample.
-      return jnp.sum(jnp.log(w0)), eps
+      return jnp.sum(jnp.log(w0)), jnp.concatenate([eps_a, eps_w], axis=-1)
 
     grad, eps = jax.grad(log_w0, has_aux=True)(x)
     grad = jnp.where(jnp.isnan(grad), 0.0, grad)
@@ -72,15 +88,17 @@ def clip_z(z: jax.Array, w_min: float = W_MIN, w_max: float = W_MAX, action_boun
 
 def sample_z(eps_fn: EpsFn, schedule: VPDiscrete, batch: int, dim: int, key: jax.Array, *, guidance_scale=1.0,
              sampler: str = "ddpm", num_steps: int = 10, order: int = 2, temperature=0.0, w_min: float = W_MIN,
-             w_max: float = W_MAX, w_prediction: str = "tweedie", action_bound: float = 1.0) -> jax.Array:
-  """Samples z_0 = (a, w) [batch, dim] with the (guided) eps.
+             w_max: float = W_MAX, w_prediction: str = "tweedie", action_bound: float = 1.0,
+             heads_fn: HeadsFn | None = None) -> jax.Array:
+  """Samples z_0 = (a, w) [batch, dim] with the (guided) eps (heads_fn: see `guided_eps_fn`).
 
   z_T = temperature * N(0, I) (temperature 0: z_T = 0, a deterministic sampler). DDPM runs all T steps with ancestral
   noise scaled by temperature and clips z after every step; "dpm" runs num_steps of deterministic DPM-Solver++
   (order `order`) clipping every data prediction and finishing with the denoising step to index 0. Actions are
   clipped to [-action_bound, action_bound] (1: the D4RL action box).
   """
-  eps = guided_eps_fn(eps_fn, schedule, guidance_scale, w_min=w_min, w_max=w_max, w_prediction=w_prediction)
+  eps = guided_eps_fn(eps_fn, schedule, guidance_scale, heads_fn=heads_fn, w_min=w_min, w_max=w_max,
+                      w_prediction=w_prediction)
   clip = lambda z: clip_z(z, w_min, w_max, action_bound)
   init_key, noise_key = jax.random.split(key)
   if is_static_zero(temperature):

@@ -170,6 +170,25 @@ def test_guided_eps_equals_finite_difference_gradient():
   assert checked >= 12
 
 
+def test_split_heads_give_the_same_guided_eps_without_a_backward_pass_through_block_3():
+  hidden, b = 32, 8
+  model = untrained_model(seed=1, hidden=hidden, num_blocks=3, weight_head_block=2)
+  rng = np.random.default_rng(0)
+  obs = jnp.asarray(rng.normal(size=(b, 3)), jnp.float32)
+  z = jnp.asarray(np.concatenate([rng.uniform(-1, 1, (b, 2)), rng.uniform(0.2, 0.8, (b, 1))], 1), jnp.float32)
+  joint = jax.jit(sampling.guided_eps_fn(model.eps_fn(obs), model.schedule, 2.0))
+  split = jax.jit(sampling.guided_eps_fn(model.eps_fn(obs), model.schedule, 2.0, heads_fn=model.heads_fn(obs)))
+  for t in (0.0, 7.0, 14.0):
+    np.testing.assert_allclose(split(z, jnp.float32(t)), joint(z, jnp.float32(t)), rtol=1e-5, atol=1e-6)
+
+  def flops(fn):
+    cost = fn.lower(z, jnp.float32(3.0)).compile().cost_analysis()
+    return float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
+
+  # Block 3's two dense layers, [B, h] -> [B, 4h] -> [B, h], are no longer transposed in the backward pass.
+  assert flops(joint) - flops(split) >= 2 * (2 * b * hidden * 4 * hidden)
+
+
 def test_guided_eps_clips_w0_and_zeroes_nan_gradients():
   schedule = model_lib.make_schedule(tiny_diffusion_config())
   eps_fn = lambda x, t: 0.0 * jnp.sqrt(jnp.abs(x))  # eps = 0, but d/dx is 0 * inf = NaN at x = 0

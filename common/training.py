@@ -164,7 +164,11 @@ class Trainer:
       ckpt = Checkpointer(os.path.join(self.workdir, "checkpoints", self.name))
       latest = ckpt.latest_step()
       if latest is not None:
-        state, keys = self._restore(ckpt, latest, state, keys)
+        try:
+          state, keys = self._restore(ckpt, latest, state, keys)
+        except BaseException:  # a refused resume: close the manager now, not at garbage collection
+          ckpt.close()
+          raise
         step = latest
         done = "finished earlier: step" if step >= self.num_steps else "resuming from step"
         print(f"[{self.name}] {done} {step} of {self.num_steps} ({ckpt.directory})", file=sys.stderr, flush=True)

@@ -148,7 +148,10 @@ def test_ctrl_c_saves_the_chunk_in_flight(tmp_path, monkeypatch):
   with pytest.raises(KeyboardInterrupt):
     Trainer(step, workdir=workdir, **kwargs).run(state, data, keys)
   monkeypatch.setattr(training.jax, "device_get", real_device_get)
-  assert training.Checkpointer(os.path.join(workdir, "checkpoints", "train")).latest_step() == 15
+  ckpt = training.Checkpointer(os.path.join(workdir, "checkpoints", "train"))
+  latest = ckpt.latest_step()
+  ckpt.close()
+  assert latest == 15
   resumed = Trainer(step, workdir=workdir, **kwargs).run(state, data, keys)
   assert_trees_close(resumed, uninterrupted)
   steps_logged = [json.loads(l)["step"] for l in open(os.path.join(workdir, "metrics_train.jsonl"))]

@@ -70,7 +70,9 @@ def test_dataset_weights_in_chunks_equal_direct_advantage():
 
 def test_seed_stacked_weights_equal_each_seed_alone():
   cfg = ml_collections.ConfigDict(dict(hidden=(16, 16), value_layer_norm=True, lr=3e-4))
-  critics = jax.vmap(lambda k: iql.init_critic(k, 4, 2, cfg))(jax.random.split(jax.random.PRNGKey(0), 3))
+  per_seed = [iql.init_critic(jax.random.PRNGKey(i), 4, 2, cfg) for i in range(3)]
+  stacked = [jnp.stack(leaves) for leaves in zip(*map(jax.tree.leaves, per_seed))]  # each init has its own apply_fn
+  critics = jax.tree.unflatten(jax.tree.structure(per_seed[0]), stacked)
   rng = np.random.default_rng(1)
   obs, act = rng.normal(size=(37, 4)).astype(np.float32), rng.uniform(-1, 1, (37, 2)).astype(np.float32)
   wcfg = swg_jax.get_config("paper").weights
@@ -78,7 +80,7 @@ def test_seed_stacked_weights_equal_each_seed_alone():
   w, adv = weights_lib.compute_weights(critics, obs, act, wcfg, seed_axis=True)
   assert w.shape == adv.shape == (3, 37)
   for i in range(3):
-    w_i, adv_i = weights_lib.compute_weights(jax.tree.map(lambda x: x[i], critics), obs, act, wcfg)
+    w_i, adv_i = weights_lib.compute_weights(per_seed[i], obs, act, wcfg)
     np.testing.assert_allclose(adv[i], adv_i, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(w[i], w_i, rtol=1e-5, atol=1e-6)
   assert np.max(np.abs(adv[0] - adv[1])) > 1e-3  # the seeds' critics really differ
@@ -176,13 +178,14 @@ def test_split_heads_give_the_same_guided_eps_without_a_backward_pass_through_bl
   rng = np.random.default_rng(0)
   obs = jnp.asarray(rng.normal(size=(b, 3)), jnp.float32)
   z = jnp.asarray(np.concatenate([rng.uniform(-1, 1, (b, 2)), rng.uniform(0.2, 0.8, (b, 1))], 1), jnp.float32)
-  joint = jax.jit(sampling.guided_eps_fn(model.eps_fn(obs), model.schedule, 2.0))
-  split = jax.jit(sampling.guided_eps_fn(model.eps_fn(obs), model.schedule, 2.0, heads_fn=model.heads_fn(obs)))
+  guided = lambda **kw: sampling.guided_eps_fn(model.eps_fn(obs), model.schedule, 2.0, **kw)
+  lower_and_compile = lambda fn: jax.jit(fn).lower(z, jnp.float32(0.0)).compile()
+  joint, split = lower_and_compile(guided()), lower_and_compile(guided(heads_fn=model.heads_fn(obs)))
   for t in (0.0, 7.0, 14.0):
     np.testing.assert_allclose(split(z, jnp.float32(t)), joint(z, jnp.float32(t)), rtol=1e-5, atol=1e-6)
 
-  def flops(fn):
-    cost = fn.lower(z, jnp.float32(3.0)).compile().cost_analysis()
+  def flops(compiled):
+    cost = compiled.cost_analysis()
     return float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
 
   # Block 3's two dense layers, [B, h] -> [B, 4h] -> [B, h], are no longer transposed in the backward pass.

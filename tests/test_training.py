@@ -126,8 +126,11 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, monkeypatch):
   monkeypatch.setattr(again, "_chunk_fn", lambda *a: pytest.fail("finished stage was re-run"))
   assert_trees_close(again.run(state, data, keys), uninterrupted)
   other_state, other_keys = initial_state(data, [0, 1, 2])
+  closed, real_close = [], training.Checkpointer.close
+  monkeypatch.setattr(training.Checkpointer, "close", lambda self: (closed.append(1), real_close(self)))
   with pytest.raises(ValueError, match="cannot resume stage 'train'.*seeds: 3"):
     Trainer(step, workdir=workdir, **kwargs).run(other_state, data, other_keys)
+  assert closed == [1]  # the refused run closed its checkpoint manager
 
 
 def test_ctrl_c_saves_the_chunk_in_flight(tmp_path, monkeypatch):

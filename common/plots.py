@@ -7,6 +7,18 @@ import os
 import numpy as np
 
 
+def save_figure_atomic(fig, path: str, dpi: int = 110) -> str:
+  """Save a matplotlib figure as PNG through a temporary file and a rename (an interrupted run never leaves half a
+  figure), then close it. Returns path."""
+  import matplotlib.pyplot as plt
+
+  tmp = os.path.join(os.path.dirname(os.path.abspath(path)), ".tmp_" + os.path.basename(path))
+  fig.savefig(tmp, dpi=dpi, format="png")
+  plt.close(fig)
+  os.replace(tmp, path)
+  return path
+
+
 def read_metrics(path: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
   """steps [C] and {metric: values [C, num_seeds]} from a metrics_<stage>.jsonl file."""
   steps, metrics = [], {}
@@ -42,6 +54,4 @@ def plot_learning_curves(path: str, out_png: str | None = None, title: str | Non
     fig.suptitle(title)
   fig.tight_layout()
   out_png = out_png or os.path.splitext(path)[0] + ".png"
-  fig.savefig(out_png, dpi=110)
-  plt.close(fig)
-  return out_png
+  return save_figure_atomic(fig, out_png)

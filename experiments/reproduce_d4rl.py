@@ -132,6 +132,8 @@ def plot_scores(outcomes: dict, datasets, policies, path: str) -> str | None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
+  from common.plots import save_figure_atomic
+
   height = 0.8 / len(policies)
   fig, ax = plt.subplots(figsize=(7.0, 1.0 + 0.45 * len(rows) * max(1, len(policies) / 2)))
   for j, policy in enumerate(policies):
@@ -146,11 +148,7 @@ def plot_scores(outcomes: dict, datasets, policies, path: str) -> str | None:
   ax.set_xlabel("D4RL normalised score (mean ± std over seeds)")
   ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(policies) + 1, frameon=False)
   fig.tight_layout()
-  tmp = os.path.join(os.path.dirname(os.path.abspath(path)), ".tmp_" + os.path.basename(path))
-  fig.savefig(tmp, dpi=110, format="png")  # then rename: an interrupted run never leaves half a figure
-  plt.close(fig)
-  os.replace(tmp, path)
-  return path
+  return save_figure_atomic(fig, path)
 
 
 def report(outcomes: dict, datasets, policies, seeds, preset: str, wall_s: float) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 
 import srpo_jax
 from common.checkpoint import write_text_atomic
+from common.plots import save_figure_atomic
 from common.toy_datasets import TOY_DATASETS, energy_distance, sample_toy
 from srpo_jax import behavior as behavior_lib
 from srpo_jax import configs
@@ -116,10 +117,7 @@ def plot(panels: dict, path: str):
         ax.set_ylabel(name)
   axes[0, 0].legend(loc="lower left", fontsize=6)
   fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=110)
-  plt.close(fig)
-  os.replace(tmp, path)
+  save_figure_atomic(fig, path)
 
 
 def main(argv=None):

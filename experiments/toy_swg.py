@@ -32,6 +32,7 @@ import numpy as np
 
 import swg_jax
 from common.checkpoint import write_text_atomic
+from common.plots import save_figure_atomic
 from common.toy_datasets import (SCALE, TOY_DATASETS, energy_distance, off_support_fraction, sample_toy,
                                  target_samples, toy_weights)
 from common.training import Trainer
@@ -113,10 +114,7 @@ def plot(panels, datasets, betas, path):
         if j == 0:
           ax.set_ylabel(f"{name}\n{label}", fontsize=8)
   fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=110)
-  os.replace(tmp, path)
-  plt.close(fig)
+  save_figure_atomic(fig, path)
 
 
 def main(argv=None):

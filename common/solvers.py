@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +27,58 @@ from common.diffusion import VPDiscrete, discrete_vp_alphas
 
 EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
 ArrayFn = Callable[[jax.Array], jax.Array]
+
+
+class NoiseLevel(NamedTuple):
+  """What an eps function may need to know about the noise level of a sampler step (scalars, or [N] per step).
+
+  Samplers compute these on the host ahead of the loop and feed them in as the scan's xs, so a loop body never looks
+  a schedule up from a traced time (`jnp.interp` runs a nested loop, which XLA's GPU compiler rejected inside the
+  guided SWG sampler).
+  """
+
+  t_model: jax.Array     # the network's time input
+  alpha: jax.Array       # alpha_t (sqrt(alpha_bar) for VPDiscrete)
+  sigma: jax.Array       # sigma_t = sqrt(1 - alpha_t^2)
+  step_alpha: jax.Array  # VPDiscrete: the single-step alpha_i at the nearest index; alpha_t for other schedules
+
+
+def noise_levels(schedule, t_model: np.ndarray) -> NoiseLevel:
+  """Host-side (float64 numpy) noise levels at the network times t_model [N] (float32 values)."""
+  t_model = np.asarray(t_model, np.float32)
+  log_alpha = _eval_schedule(schedule.log_alpha, _eval_schedule(schedule.t_from_model_time, t_model))
+  alpha = np.exp(log_alpha)
+  step_alpha = alpha
+  if isinstance(schedule, VPDiscrete):
+    i = np.clip(np.round(t_model).astype(np.int64), 0, schedule.num_steps - 1)
+    step_alpha = np.sqrt(discrete_vp_alphas(schedule.num_steps, schedule.b_min, schedule.b_max))[i]
+  return NoiseLevel(t_model=t_model, alpha=alpha, sigma=np.sqrt(-np.expm1(2.0 * log_alpha)), step_alpha=step_alpha)
+
+
+def traced_noise_level(schedule, t_model: jax.Array) -> NoiseLevel:
+  """The same as `noise_levels` computed in the graph from a (possibly traced) scalar t_model.
+
+  For eps functions called outside a sampler; inside a loop body use the sampler's levels instead (see NoiseLevel).
+  """
+  t_model = jnp.asarray(t_model, jnp.float32)
+  alpha, sigma = schedule.alpha_sigma(schedule.t_from_model_time(t_model))
+  step_alpha = alpha
+  if isinstance(schedule, VPDiscrete):
+    i = jnp.clip(jnp.round(t_model).astype(jnp.int32), 0, schedule.num_steps - 1)
+    step_alpha = jnp.sqrt(jnp.asarray(schedule.alphas))[i]
+  return NoiseLevel(t_model=t_model, alpha=alpha, sigma=sigma, step_alpha=step_alpha)
+
+
+def eps_at_level(eps_fn: EpsFn) -> Callable[[jax.Array, NoiseLevel], jax.Array]:
+  """eps(x, level) from an eps_fn: one that needs more than t_model (guidance) provides `at_level(x, level)`."""
+  at_level = getattr(eps_fn, "at_level", None)
+  return at_level if at_level is not None else (lambda x, level: eps_fn(x, level.t_model))
+
+
+def _level_xs(levels: NoiseLevel, dtype) -> NoiseLevel:
+  """Per-step levels as device arrays for a scan's xs: t_model float32 (what networks were trained on), the rest dtype."""
+  return NoiseLevel(t_model=jnp.asarray(levels.t_model, jnp.float32), alpha=jnp.asarray(levels.alpha, dtype),
+                    sigma=jnp.asarray(levels.sigma, dtype), step_alpha=jnp.asarray(levels.step_alpha, dtype))
 
 _SKIP_TYPES = ("logSNR", "time_uniform")
 # The reference implementation (Lu et al.) only lowers the order of the final steps for short runs, where it
@@ -46,7 +98,8 @@ def ddpm_sample(eps_fn: EpsFn, schedule: VPDiscrete, x_T: jax.Array, key: jax.Ar
     x_{i-1} = (x_i - beta_i / sqrt(1 - alpha_bar_i) eps(x_i, i)) / sqrt(alpha_i) + 1[i > 0] sqrt(beta_i) temperature z
 
   Args:
-    eps_fn: noise prediction, called with t_model = float32(i).
+    eps_fn: noise prediction, called with t_model = float32(i) (or `eps_fn.at_level(x, NoiseLevel)`, see
+      `eps_at_level`).
     schedule: the discrete VP schedule (T = schedule.num_steps).
     x_T: [B, D] start, a sample of the marginal at index T-1 (alpha_bar_{T-1} ~ 0.0064, so nearly N(0, I)).
     key: PRNG key for the ancestral noise; unused (may be None) when temperature is the Python number 0.
@@ -73,14 +126,15 @@ def ddpm_sample(eps_fn: EpsFn, schedule: VPDiscrete, x_T: jax.Array, key: jax.Ar
   eps_coef = (np.exp(-0.5 * log_alpha) * beta / np.sqrt(one_minus_alpha_bar))[idx]
   noise_std = (np.sqrt(beta) * (np.arange(T) > 0))[idx]
 
-  xs = {"t_model": jnp.asarray(idx, jnp.float32), "x_coef": jnp.asarray(x_coef, dtype),
+  eps = eps_at_level(eps_fn)
+  xs = {"level": _level_xs(noise_levels(schedule, idx), dtype), "x_coef": jnp.asarray(x_coef, dtype),
         "eps_coef": jnp.asarray(eps_coef, dtype)}
   if not deterministic:
     xs["noise_std"] = jnp.asarray(noise_std, dtype) * jnp.asarray(temperature, dtype)
     xs["key"] = jax.random.split(key, T)
 
   def step(x, inp):
-    x = inp["x_coef"] * x - inp["eps_coef"] * eps_fn(x, inp["t_model"])
+    x = inp["x_coef"] * x - inp["eps_coef"] * eps(x, inp["level"])
     if not deterministic:
       x = x + inp["noise_std"] * jax.random.normal(inp["key"], x.shape, x.dtype)
     if clip_fn is not None:
@@ -219,7 +273,8 @@ def dpm_solver_pp(eps_fn: EpsFn, schedule, x_T: jax.Array, *, num_steps: int, or
   The first steps use lower orders (warm-up); with lower_order_final and num_steps < 10 so do the last ones.
 
   Args:
-    eps_fn: noise prediction eps_fn(x, t_model) with t_model = schedule.model_time(t), a float32 scalar.
+    eps_fn: noise prediction eps_fn(x, t_model) with t_model = schedule.model_time(t), a float32 scalar (or
+      `eps_fn.at_level(x, NoiseLevel)`, see `eps_at_level`).
     schedule: noise schedule (static).
     x_T: [B, D] start, a sample of the marginal at t_start.
     num_steps: number of steps = model calls (plus one with denoise_to_zero).
@@ -237,20 +292,21 @@ def dpm_solver_pp(eps_fn: EpsFn, schedule, x_T: jax.Array, *, num_steps: int, or
                             t_start=t_start, t_end=t_end, lower_order_final=lower_order_final)
   dtype = x_T.dtype
   as_x = lambda a: jnp.asarray(a, dtype)
+  eps = eps_at_level(eps_fn)
+  levels = _level_xs(noise_levels(schedule, plan.t_model), dtype)  # the plan's alpha and sigma, and step_alpha
 
-  def data_prediction(x, t_model, alpha, sigma):
-    x0 = (x - sigma * eps_fn(x, t_model)) / alpha
+  def data_prediction(x, level):
+    x0 = (x - level.sigma * eps(x, level)) / level.alpha
     return x0 if x0_clip_fn is None else x0_clip_fn(x0)
 
-  xs = {"t_model": jnp.asarray(plan.t_model[:-1]), "alpha": as_x(plan.alpha[:-1]), "sigma": as_x(plan.sigma[:-1]),
-        "x_coef": as_x(plan.x_coef), "m_coef": as_x(plan.m_coef)}
+  xs = {"level": jax.tree.map(lambda a: a[:-1], levels), "x_coef": as_x(plan.x_coef), "m_coef": as_x(plan.m_coef)}
   if key is not None:
     xs["noise_coef"] = as_x(plan.noise_coef)
     xs["key"] = jax.random.split(key, num_steps)
 
   def step(carry, inp):
     x, history = carry  # history[j] = m_{i-1-j}
-    m = data_prediction(x, inp["t_model"], inp["alpha"], inp["sigma"])
+    m = data_prediction(x, inp["level"])
     history = jnp.concatenate([m[None], history[:-1]], axis=0)  # now history[j] = m_{i-j}
     x = inp["x_coef"] * x + jnp.tensordot(inp["m_coef"], history, axes=1)
     if key is not None:
@@ -260,5 +316,5 @@ def dpm_solver_pp(eps_fn: EpsFn, schedule, x_T: jax.Array, *, num_steps: int, or
   history = jnp.zeros((order,) + x_T.shape, dtype)
   (x, _), _ = jax.lax.scan(step, (x_T, history), xs)
   if denoise_to_zero:
-    x = data_prediction(x, jnp.asarray(plan.t_model[-1]), as_x(plan.alpha[-1]), as_x(plan.sigma[-1]))
+    x = data_prediction(x, jax.tree.map(lambda a: a[-1], levels))
   return x

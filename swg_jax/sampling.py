@@ -6,6 +6,7 @@ with w0hat clipped to [w_min, w_max] before the log and NaN gradients replaced b
 """
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from typing import Callable
 
@@ -13,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from common.diffusion import VPDiscrete
-from common.solvers import ddpm_sample, dpm_solver_pp
+from common.solvers import NoiseLevel, ddpm_sample, dpm_solver_pp, traced_noise_level
 
 EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
 HeadsFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
@@ -26,20 +27,20 @@ def is_static_zero(x) -> bool:
   return isinstance(x, numbers.Real) and x == 0
 
 
-def w0_prediction(x: jax.Array, eps_w: jax.Array, t_model: jax.Array, schedule: VPDiscrete,
+def w0_prediction(x: jax.Array, eps_w: jax.Array, level: NoiseLevel,
                   w_prediction: str = "tweedie") -> jax.Array:
   """Data prediction of the weight coordinate from its eps.  x [B, A + 1], eps_w [B] -> [B]
 
   "tweedie": (w_t - sigma_t eps_w) / alpha_t with alpha_t = sqrt(abar) (the correct one, default);
   "official": the official JAX code's division by sqrt of the single-step alpha (parity option).
   """
-  alpha, sigma = schedule.alpha_sigma(schedule.t_from_model_time(t_model))
   if w_prediction == "official":
-    i = jnp.clip(jnp.round(t_model).astype(jnp.int32), 0, schedule.num_steps - 1)
-    alpha = jnp.sqrt(jnp.asarray(schedule.alphas)[i])
-  elif w_prediction != "tweedie":
+    alpha = level.step_alpha
+  elif w_prediction == "tweedie":
+    alpha = level.alpha
+  else:
     raise ValueError(f"w_prediction must be one of {W_PREDICTIONS}, got {w_prediction!r}")
-  return (x[:, -1] - sigma * eps_w) / alpha
+  return (x[:, -1] - level.sigma * eps_w) / alpha
 
 
 def split_heads(eps_fn: EpsFn) -> HeadsFn:
@@ -50,9 +51,36 @@ def split_heads(eps_fn: EpsFn) -> HeadsFn:
   return heads
 
 
+@dataclasses.dataclass(frozen=True)
+class GuidedEps:
+  """SWG's guided eps. Samplers call `at_level(z, level)` with the step's noise level from their scan's xs; calling
+  it as eps(z, t_model) looks the level up from the schedule (fine outside a loop, see `traced_noise_level`)."""
+
+  heads_fn: HeadsFn
+  schedule: VPDiscrete
+  guidance_scale: float | jax.Array
+  w_min: float = W_MIN
+  w_max: float = W_MAX
+  w_prediction: str = "tweedie"
+
+  def at_level(self, x: jax.Array, level: NoiseLevel) -> jax.Array:
+    def log_w0(x):
+      eps_a, eps_w = self.heads_fn(x, level.t_model)
+      w0 = jnp.clip(w0_prediction(x, eps_w[:, 0], level, self.w_prediction), self.w_min, self.w_max)
+      # Each sample's w0 depends only on its own z (no cross-batch layers), so the gradient of the sum is per-sample.
+      return jnp.sum(jnp.log(w0)), jnp.concatenate([eps_a, eps_w], axis=-1)
+
+    grad, eps = jax.grad(log_w0, has_aux=True)(x)
+    grad = jnp.where(jnp.isnan(grad), 0.0, grad)
+    return eps - self.guidance_scale * level.sigma * grad
+
+  def __call__(self, x: jax.Array, t_model) -> jax.Array:
+    return self.at_level(x, traced_noise_level(self.schedule, t_model))
+
+
 def guided_eps_fn(eps_fn: EpsFn, schedule: VPDiscrete, guidance_scale, *, heads_fn: HeadsFn | None = None,
                   w_min: float = W_MIN, w_max: float = W_MAX, w_prediction: str = "tweedie") -> EpsFn:
-  """Wrap eps_fn(z [B, A + 1], t_model) into SWG's guided one. A Python 0 scale returns eps_fn itself.
+  """Wrap eps_fn(z [B, A + 1], t_model) into SWG's guided one (a `GuidedEps`). A Python 0 scale returns eps_fn.
 
   heads_fn(z, t_model) -> (eps_a [B, A], eps_w [B, 1]): the same eps with its two heads apart (the network's
   `split_heads=True`). The guidance gradient then runs backward only through the layers eps_w reads; from the joint
@@ -63,21 +91,10 @@ def guided_eps_fn(eps_fn: EpsFn, schedule: VPDiscrete, guidance_scale, *, heads_
     return eps_fn
   if isinstance(guidance_scale, numbers.Real) and guidance_scale < 0:
     raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale!r}")
-  heads_fn = heads_fn if heads_fn is not None else split_heads(eps_fn)
-
-  def guided(x, t_model):
-    def log_w0(x):
-      eps_a, eps_w = heads_fn(x, t_model)
-      w0 = jnp.clip(w0_prediction(x, eps_w[:, 0], t_model, schedule, w_prediction), w_min, w_max)
-      # Each sample's w0 depends only on its own z (no cross-batch layers), so the gradient of the sum is per-sample.
-      return jnp.sum(jnp.log(w0)), jnp.concatenate([eps_a, eps_w], axis=-1)
-
-    grad, eps = jax.grad(log_w0, has_aux=True)(x)
-    grad = jnp.where(jnp.isnan(grad), 0.0, grad)
-    _, sigma = schedule.alpha_sigma(schedule.t_from_model_time(t_model))
-    return eps - guidance_scale * sigma * grad
-
-  return guided
+  if w_prediction not in W_PREDICTIONS:
+    raise ValueError(f"w_prediction must be one of {W_PREDICTIONS}, got {w_prediction!r}")
+  return GuidedEps(heads_fn=heads_fn if heads_fn is not None else split_heads(eps_fn), schedule=schedule,
+                   guidance_scale=guidance_scale, w_min=w_min, w_max=w_max, w_prediction=w_prediction)
 
 
 def clip_z(z: jax.Array, w_min: float = W_MIN, w_max: float = W_MAX, action_bound: float = 1.0) -> jax.Array:

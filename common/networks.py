@@ -1,7 +1,7 @@
 """Flax (linen) modules shared by SWG and SRPO. Shapes: B batch, S state dim, A action dim."""
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -19,6 +19,20 @@ def mish(x):
 
 
 ACTIVATIONS = {"relu": nn.relu, "swish": nn.swish, "mish": mish, "gelu": nn.gelu}
+COMPUTE_DTYPES = ("float32", "bfloat16", "auto")
+
+
+def compute_dtype(name: str) -> Any:
+  """A config's `compute_dtype` as the flax `dtype` of a module's matmuls and norms: "float32", "bfloat16", or "auto"
+  (bfloat16 on an accelerator, float32 on a CPU, where bf16 matmuls are emulated and slower).
+
+  Parameters (and so gradients and optimiser state) stay float32 either way; only the computation is cast.
+  """
+  if name not in COMPUTE_DTYPES:
+    raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {name!r}")
+  if name == "auto":
+    name = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+  return jnp.bfloat16 if name == "bfloat16" else jnp.float32
 
 
 class MLP(nn.Module):
@@ -27,11 +41,12 @@ class MLP(nn.Module):
   features: Sequence[int]
   activation: Activation = nn.relu
   activate_final: bool = False
+  dtype: Any = jnp.float32  # computation dtype (params stay float32)
 
   @nn.compact
   def __call__(self, x):
     for i, width in enumerate(self.features):
-      x = nn.Dense(width)(x)
+      x = nn.Dense(width, dtype=self.dtype)(x)
       if i + 1 < len(self.features) or self.activate_final:
         x = self.activation(x)
     return x
@@ -71,16 +86,17 @@ class LNResNetBlock(nn.Module):
   activation: Activation
   dropout_rate: float = 0.1
   layer_norm_eps: float = 1e-6  # flax's default; the official PyTorch SRPO nets use torch's 1e-5
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     y = x
     if self.dropout_rate > 0:
       y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
-    y = nn.LayerNorm(epsilon=self.layer_norm_eps)(y)
-    y = nn.Dense(4 * self.hidden)(y)
+    y = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype)(y)
+    y = nn.Dense(4 * self.hidden, dtype=self.dtype)(y)
     y = self.activation(y)
-    y = nn.Dense(self.hidden)(y)
+    y = nn.Dense(self.hidden, dtype=self.dtype)(y)
     return x + y
 
 
@@ -105,6 +121,7 @@ class ConditionalEpsNet(nn.Module):
   aux_head_after_block: Optional[int] = None
   aux_out_dim: int = 1
   layer_norm_eps: float = 1e-6
+  dtype: Any = jnp.float32  # computation dtype of the trunk (time features are formed in float32); outputs float32
 
   @nn.compact
   def __call__(self, x, t, s, train: bool = False, split_heads: bool = False):
@@ -116,14 +133,14 @@ class ConditionalEpsNet(nn.Module):
       temb = LearnableFourierTime(self.time_embed_dim)(t)
     else:
       raise ValueError(f"time_embedding must be 'gaussian' or 'learnable', got {self.time_embedding!r}")
-    temb = MLP(self.time_features, act)(temb)
-    h = nn.Dense(self.hidden)(jnp.concatenate([x, s, temb], axis=-1))
+    temb = MLP(self.time_features, act, dtype=self.dtype)(temb)
+    h = nn.Dense(self.hidden, dtype=self.dtype)(jnp.concatenate([x, s, temb.astype(x.dtype)], axis=-1))
     aux = None
     for k in range(1, self.num_blocks + 1):
-      h = LNResNetBlock(self.hidden, act, self.dropout_rate, self.layer_norm_eps)(h, train)
+      h = LNResNetBlock(self.hidden, act, self.dropout_rate, self.layer_norm_eps, self.dtype)(h, train)
       if k == self.aux_head_after_block:
-        aux = MLP((self.hidden, self.aux_out_dim), act, name="aux_head")(h)
-    out = nn.Dense(self.out_dim)(act(h))
+        aux = MLP((self.hidden, self.aux_out_dim), act, dtype=self.dtype, name="aux_head")(h).astype(x.dtype)
+    out = nn.Dense(self.out_dim, dtype=self.dtype)(act(h)).astype(x.dtype)
     if aux is None:
       return out
     return (out, aux) if split_heads else jnp.concatenate([out, aux], axis=-1)
@@ -134,6 +151,7 @@ class TwinQ(nn.Module):
 
   hidden: Sequence[int] = (256, 256)
   num_qs: int = 2
+  dtype: Any = jnp.float32  # computation dtype; Q values are returned in float32
 
   @nn.compact
   def __call__(self, s, a):
@@ -144,8 +162,8 @@ class TwinQ(nn.Module):
         in_axes=None,
         axis_size=self.num_qs,
     )
-    q = ensemble((*self.hidden, 1), nn.relu)(jnp.concatenate([s, a], axis=-1))
-    return q[..., 0]
+    q = ensemble((*self.hidden, 1), nn.relu, dtype=self.dtype)(jnp.concatenate([s, a], axis=-1))
+    return q[..., 0].astype(jnp.float32)
 
 
 class ValueNet(nn.Module):
@@ -153,12 +171,13 @@ class ValueNet(nn.Module):
 
   hidden: Sequence[int] = (256, 256)
   layer_norm_input: bool = False
+  dtype: Any = jnp.float32  # computation dtype; V is returned in float32
 
   @nn.compact
   def __call__(self, s):
     if self.layer_norm_input:
-      s = nn.LayerNorm()(s)
-    return MLP((*self.hidden, 1), nn.relu)(s)[..., 0]
+      s = nn.LayerNorm(dtype=self.dtype)(s)
+    return MLP((*self.hidden, 1), nn.relu, dtype=self.dtype)(s)[..., 0].astype(jnp.float32)
 
 
 class DiracPolicy(nn.Module):

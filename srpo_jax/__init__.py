@@ -20,7 +20,7 @@ from flax.training.train_state import TrainState
 from common import iql
 from common import run as run_lib
 from common.data import OfflineData
-from common.networks import TwinQ
+from common.networks import TwinQ, compute_dtype
 from common.training import Trainer, init_seeds, seed_keys, seed_stage_keys
 from srpo_jax import behavior as behavior_lib
 from srpo_jax import policy as policy_lib
@@ -90,7 +90,7 @@ def train(config, data: OfflineData, workdir: str | None = None) -> SRPOResult:
 
   pcfg = config.policy
   net = behavior_lib.behavior_net(action_dim, config.behavior)
-  twin = TwinQ(hidden=tuple(config.critic.hidden))
+  twin = TwinQ(hidden=tuple(config.critic.hidden), dtype=compute_dtype(config.critic.get("compute_dtype", "float32")))
   eps_apply = lambda p, a_t, t, s: net.apply(p, a_t, t, s, train=False)
   q_apply = lambda p, s, a: jnp.mean(twin.apply(p, s, a), axis=0)
 

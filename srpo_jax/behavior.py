@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax.training.train_state import TrainState
 
 from common.diffusion import VPContinuous, eps_matching_loss, noise
-from common.networks import ConditionalEpsNet
+from common.networks import ConditionalEpsNet, compute_dtype
 from common.solvers import dpm_solver_pp
 from common.training import make_optimizer
 
@@ -24,9 +24,10 @@ SCHEDULE = VPContinuous()
 
 
 def behavior_net(action_dim: int, config) -> ConditionalEpsNet:
-  """config fields: hidden, num_blocks, dropout_rate, time_embed_dim."""
+  """config fields: hidden, num_blocks, dropout_rate, time_embed_dim, compute_dtype (optional, "float32")."""
   return ConditionalEpsNet(out_dim=action_dim, time_embed_dim=config.time_embed_dim, hidden=config.hidden,
-                           num_blocks=config.num_blocks, dropout_rate=config.dropout_rate)
+                           num_blocks=config.num_blocks, dropout_rate=config.dropout_rate,
+                           dtype=compute_dtype(config.get("compute_dtype", "float32")))
 
 
 def init_behavior(key: jax.Array, obs_dim: int, action_dim: int, config) -> TrainState:

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from common.diffusion import VPDiscrete, eps_matching_loss, noise
-from common.networks import ConditionalEpsNet
+from common.networks import ConditionalEpsNet, compute_dtype
 from common.data import sample_batch
 from common.training import make_optimizer
 
@@ -40,11 +40,13 @@ class DiffusionState(flax.struct.PyTreeNode):
 
 def make_network(action_dim: int, config) -> ConditionalEpsNet:
   """The joint network: eps for the A action dims from the trunk, eps for w from the head on block `weight_head_block`.
-  config fields: hidden, num_blocks, dropout_rate, time_embed_dim, time_features, weight_head_block."""
+  config fields: hidden, num_blocks, dropout_rate, time_embed_dim, time_features, weight_head_block, compute_dtype
+  (optional, "float32")."""
   return ConditionalEpsNet(out_dim=action_dim, time_embedding="learnable", time_embed_dim=config.time_embed_dim,
                            time_features=tuple(config.time_features), hidden=config.hidden,
                            num_blocks=config.num_blocks, dropout_rate=config.dropout_rate, activation="swish",
-                           aux_head_after_block=config.weight_head_block, aux_out_dim=1)
+                           aux_head_after_block=config.weight_head_block, aux_out_dim=1,
+                           dtype=compute_dtype(config.get("compute_dtype", "float32")))
 
 
 def make_schedule(config) -> VPDiscrete:

@@ -261,7 +261,9 @@ def fetch_d4rl_file(name: str, *, download: bool = True) -> pathlib.Path:
       tmp = pathlib.Path(out.name)
       with urllib.request.urlopen(spec.url, timeout=60) as response:
         shutil.copyfileobj(response, out, length=1 << 20)
-    os.chmod(tmp, 0o644)
+    from common.checkpoint import umask_file_mode  # lazily: it imports orbax
+
+    os.chmod(tmp, umask_file_mode())  # NamedTemporaryFile made it 0o600
     os.replace(tmp, target)
   except Exception as e:
     if tmp is not None:

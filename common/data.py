@@ -47,6 +47,16 @@ def _unknown_id_message(name: str) -> str:
           "(get one with `minari download <id>` on a machine with internet)")
 
 
+def _unreadable_path_message(name: str) -> str:
+  """For a name that is an existing file or directory this cannot read: say so, and which formats are read."""
+  path = pathlib.Path(name).expanduser()
+  what = "a directory" if path.is_dir() else f"a {path.suffix or 'extension-less'} file"
+  return (f"{name!r} exists but is {what}, which is not a dataset format read here. Read are: D4RL-style HDF5 "
+          "files whose name ends in .hdf5 or .h5 (arrays observations, actions, rewards, terminals, optionally "
+          "timeouts), D4RL names (e.g. 'hopper-medium-v2'; all in common.data.D4RL_DATASETS) and Minari ids stored "
+          "under $MINARI_DATASETS_PATH (e.g. 'mujoco/hopper/medium-v0')")
+
+
 def load_dataset(
     name_or_path: str,
     *,
@@ -96,6 +106,8 @@ def load_dataset(
     transitions, minari_info = minari_transitions(name, env_obs_dim=env_obs_dim, env_action_dim=env_action_dim)
     info.update(source="minari", minari_id=name, **minari_info)
     kind_from = name
+  elif name and pathlib.Path(name).expanduser().exists():
+    raise DatasetError(_unreadable_path_message(name))
   else:
     raise DatasetError(_unknown_id_message(name))
 

@@ -76,6 +76,43 @@ def resolve_config_flag(argv: list[str]) -> list[str]:
   return argv
 
 
+def config_problem(argv: list[str]) -> str | None:
+  """Why the --config of a resolved argv cannot be used with its --algo, or None. Runs before absl parses the flags
+  (where ml_collections would fail on an unknown override with a long traceback), so nothing is loaded or written.
+
+  Checked: the config file loads; it has every field the algorithm reads (a config of the other algorithm is named
+  as such); every --config.<field> override names an existing field (else the nearest valid names are given).
+  """
+  from common import config_check
+
+  _, algo = _flag_value(argv, "algo")
+  _, spec = _flag_value(argv, "config")
+  if algo not in ALGOS or spec is None:  # absl reports a missing or unknown --algo itself
+    return None
+  import srpo_jax.configs
+  import swg_jax.configs
+
+  references = {"swg": swg_jax.configs.get_config("smoke"), "srpo": srpo_jax.configs.get_config("smoke")}
+  try:
+    config = config_check.load_config_file(spec)
+    config_check.check_structure(config, references, algo, spec)
+    config_check.check_overrides(config, config_check.override_paths(argv), what=algo)
+  except config_check.ConfigError as e:
+    return str(e)
+  return None
+
+
+def seeds_problem(seeds, source: str) -> str | None:
+  """Why `seeds` (from `source`, e.g. "--seeds=0,0") cannot be trained, or None."""
+  from common.run import RunError, check_seeds
+
+  try:
+    check_seeds(seeds)
+  except RunError as e:
+    return f"{source}: {e}"
+  return None
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -94,6 +131,10 @@ def main(argv):
       config.seeds = tuple(int(s) for s in FLAGS.seeds)
     except ValueError:
       sys.exit(f"error: --seeds must be integers separated by commas, got {','.join(FLAGS.seeds)!r}")
+  problem = seeds_problem(config.seeds, f"--seeds={','.join(FLAGS.seeds)}" if FLAGS.seeds else
+                          f"config.seeds={tuple(config.seeds)}")
+  if problem:
+    sys.exit(f"error: {problem}")
   try:
     distributed.check_seed_count(len(config.seeds))
   except ValueError as e:
@@ -114,8 +155,12 @@ def main(argv):
 
 
 def run(argv=None):
+  argv = resolve_config_flag(sys.argv if argv is None else argv)
+  problem = config_problem(argv)
+  if problem:
+    sys.exit(f"error: {problem}")
   define_flags()
-  app.run(main, argv=resolve_config_flag(sys.argv if argv is None else argv))
+  app.run(main, argv=argv)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """Train and evaluate SWG or SRPO on one dataset, every seed in one process (vmapped, spread over local accelerators),
 or over several processes and hosts with --distributed (one process per host, each started with the same flags).
 
-  python -m experiments.train --algo=srpo --dataset=hopper-medium-v2 --seeds=0,1,2,3,4 --workdir=runs/srpo_hopper
-  python -m experiments.train --algo=swg --config=swg_jax/configs.py:antmaze-umaze-v0:paper --config.critic.lr=1e-4
-  MINARI_DATASETS_PATH=results/demo/minari python -m experiments.train --algo=swg \
+  .venv/bin/python -m experiments.train --algo=srpo --dataset=hopper-medium-v2 --seeds=0,1,2,3,4 \
+    --workdir=runs/srpo_hopper
+  .venv/bin/python -m experiments.train --algo=swg --config=swg_jax/configs.py:antmaze-umaze-v0:paper \
+    --config.critic.lr=1e-4
+  MINARI_DATASETS_PATH=results/demo/minari .venv/bin/python -m experiments.train --algo=swg \
     --dataset=builtin/reacher/noisy-v0 --config=swg_jax/configs.py:demo   # the demo's dataset
 
 --config defaults to <algo>_jax/configs.py:<dataset>:paper. A --config without a dataset gets --dataset put in its
@@ -11,9 +13,10 @@ argument, so the dataset's paper values (beta, expectile, ...) come first and --
 Run it again with the same workdir to resume an interrupted run; a workdir holding another config is refused.
 Writes to the workdir: config.json, metrics_<stage>.jsonl, checkpoints/, eval_<policy>.json, plots/, summary.json.
 
-  srun --ntasks=2 python -m experiments.train --algo=srpo --dataset=hopper-medium-v2 --seeds=0,1,2,3 \
+  srun --ntasks=2 .venv/bin/python -m experiments.train --algo=srpo --dataset=hopper-medium-v2 --seeds=0,1,2,3 \
     --workdir=/shared/runs/srpo_hopper --distributed        # SLURM / Open MPI: the processes find each other
-  python -m experiments.train ... --distributed --coordinator_address=host0:1234 --num_processes=2 --process_id=0
+  .venv/bin/python -m experiments.train ... --distributed --coordinator_address=host0:1234 --num_processes=2 \
+    --process_id=0
 
 With --distributed the seeds are spread over the devices of every process (the seed count must be a multiple of the
 process count), each process evaluates the trained policies, process 0 writes the results, and the workdir must be

@@ -38,12 +38,35 @@ class Checkpointer:
     self._manager.close()
 
 
+def current_umask() -> int:
+  """The process's umask, read without changing it where Linux shows it (/proc/self/status); elsewhere set and put
+  back at once."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  except OSError:
+    pass
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+def umask_file_mode() -> int:
+  """The mode open() gives a new file: 0o666 less the umask (mkstemp's files are 0o600 whatever the umask, which
+  would leave results unreadable to the group on a shared cluster)."""
+  return 0o666 & ~current_umask()
+
+
 def write_text_atomic(path: str, text: str) -> None:
-  """Write to a temporary file in the same directory, then rename: a crash never leaves half a file."""
+  """Write to a temporary file in the same directory, then rename: a crash never leaves half a file. The file gets
+  the mode a plain open() would give it (the umask's), not mkstemp's 0o600."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_")
   try:
+    os.fchmod(fd, umask_file_mode())
     with os.fdopen(fd, "w") as f:
       f.write(text)
     os.replace(tmp, path)

@@ -45,6 +45,21 @@ def add_run_fields(c: ml_collections.ConfigDict, *, episode_rule: str) -> ml_col
   return c
 
 
+def check_seeds(seeds) -> None:
+  """Raise RunError unless `seeds` is a non-empty sequence of distinct non-negative integers (a repeated seed would
+  train the same run twice and report it as two; a negative one cannot seed jax.random)."""
+  seeds = list(seeds) if isinstance(seeds, (list, tuple)) else [seeds]
+  rule = "seeds are distinct non-negative integers, e.g. 0,1,2,3,4"
+  if not seeds:
+    raise RunError(f"no seeds given; {rule}")
+  for s in seeds:
+    if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0:
+      raise RunError(f"seed {s!r} is not a non-negative integer; {rule}")
+  repeated = sorted({int(s) for s in seeds if seeds.count(s) > 1})
+  if repeated:
+    raise RunError(f"seed {repeated[0]} is given {seeds.count(repeated[0])} times; {rule}")
+
+
 def split_config_arg(arg: str | None, presets: tuple[str, ...], algo: str) -> tuple[str, str]:
   """(dataset, preset) of a config arg "preset" | "<dataset>" | "<dataset>:<preset>" (default preset "paper")."""
   arg = arg or "paper"
@@ -133,6 +148,7 @@ def load_run_data(config, *, download: bool = True) -> tuple[OfflineData, dict[s
   info (from `common.data.load_dataset`) gains eval_env_id (None when there is no env to evaluate in) and
   eval_note (why not). Raises DatasetError with the file, field or dims at fault.
   """
+  check_seeds(config.seeds)  # before the data is loaded: nothing is done for seeds that cannot be trained
   if not config.dataset:
     raise DatasetError("no dataset given: set --dataset (a D4RL name, a Minari id or a path to a .hdf5 file)")
   data, info = load_dataset(config.dataset, reward_kind=config.reward_kind or None, episode_rule=config.episode_rule,

@@ -1,9 +1,11 @@
 """Train and evaluate SWG or SRPO on one dataset, every seed in one process (vmapped, spread over local accelerators),
 or over several processes and hosts with --distributed (one process per host, each started with the same flags).
 
-  python -m experiments.train --algo=srpo --dataset=hopper-medium-v2 --seeds=0,1,2,3,4 --workdir=runs/srpo_hopper
-  python -m experiments.train --algo=swg --config=swg_jax/configs.py:antmaze-umaze-v0:paper --config.critic.lr=1e-4
-  MINARI_DATASETS_PATH=results/demo/minari python -m experiments.train --algo=swg \
+  .venv/bin/python -m experiments.train --algo=srpo --dataset=hopper-medium-v2 --seeds=0,1,2,3,4 \
+    --workdir=runs/srpo_hopper
+  .venv/bin/python -m experiments.train --algo=swg --config=swg_jax/configs.py:antmaze-umaze-v0:paper \
+    --config.critic.lr=1e-4
+  MINARI_DATASETS_PATH=results/demo/minari .venv/bin/python -m experiments.train --algo=swg \
     --dataset=builtin/reacher/noisy-v0 --config=swg_jax/configs.py:demo   # the demo's dataset
 
 --config defaults to <algo>_jax/configs.py:<dataset>:paper. A --config without a dataset gets --dataset put in its
@@ -11,9 +13,10 @@ argument, so the dataset's paper values (beta, expectile, ...) come first and --
 Run it again with the same workdir to resume an interrupted run; a workdir holding another config is refused.
 Writes to the workdir: config.json, metrics_<stage>.jsonl, checkpoints/, eval_<policy>.json, plots/, summary.json.
 
-  srun --ntasks=2 python -m experiments.train --algo=srpo --dataset=hopper-medium-v2 --seeds=0,1,2,3 \
+  srun --ntasks=2 .venv/bin/python -m experiments.train --algo=srpo --dataset=hopper-medium-v2 --seeds=0,1,2,3 \
     --workdir=/shared/runs/srpo_hopper --distributed        # SLURM / Open MPI: the processes find each other
-  python -m experiments.train ... --distributed --coordinator_address=host0:1234 --num_processes=2 --process_id=0
+  .venv/bin/python -m experiments.train ... --distributed --coordinator_address=host0:1234 --num_processes=2 \
+    --process_id=0
 
 With --distributed the seeds are spread over the devices of every process (the seed count must be a multiple of the
 process count), each process evaluates the trained policies, process 0 writes the results, and the workdir must be
@@ -76,6 +79,43 @@ def resolve_config_flag(argv: list[str]) -> list[str]:
   return argv
 
 
+def config_problem(argv: list[str]) -> str | None:
+  """Why the --config of a resolved argv cannot be used with its --algo, or None. Runs before absl parses the flags
+  (where ml_collections would fail on an unknown override with a long traceback), so nothing is loaded or written.
+
+  Checked: the config file loads; it has every field the algorithm reads (a config of the other algorithm is named
+  as such); every --config.<field> override names an existing field (else the nearest valid names are given).
+  """
+  from common import config_check
+
+  _, algo = _flag_value(argv, "algo")
+  _, spec = _flag_value(argv, "config")
+  if algo not in ALGOS or spec is None:  # absl reports a missing or unknown --algo itself
+    return None
+  import srpo_jax.configs
+  import swg_jax.configs
+
+  references = {"swg": swg_jax.configs.get_config("smoke"), "srpo": srpo_jax.configs.get_config("smoke")}
+  try:
+    config = config_check.load_config_file(spec)
+    config_check.check_structure(config, references, algo, spec)
+    config_check.check_overrides(config, config_check.override_paths(argv), what=algo)
+  except config_check.ConfigError as e:
+    return str(e)
+  return None
+
+
+def seeds_problem(seeds, source: str) -> str | None:
+  """Why `seeds` (from `source`, e.g. "--seeds=0,0") cannot be trained, or None."""
+  from common.run import RunError, check_seeds
+
+  try:
+    check_seeds(seeds)
+  except RunError as e:
+    return f"{source}: {e}"
+  return None
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -94,6 +134,10 @@ def main(argv):
       config.seeds = tuple(int(s) for s in FLAGS.seeds)
     except ValueError:
       sys.exit(f"error: --seeds must be integers separated by commas, got {','.join(FLAGS.seeds)!r}")
+  problem = seeds_problem(config.seeds, f"--seeds={','.join(FLAGS.seeds)}" if FLAGS.seeds else
+                          f"config.seeds={tuple(config.seeds)}")
+  if problem:
+    sys.exit(f"error: {problem}")
   try:
     distributed.check_seed_count(len(config.seeds))
   except ValueError as e:
@@ -114,8 +158,12 @@ def main(argv):
 
 
 def run(argv=None):
+  argv = resolve_config_flag(sys.argv if argv is None else argv)
+  problem = config_problem(argv)
+  if problem:
+    sys.exit(f"error: {problem}")
   define_flags()
-  app.run(main, argv=resolve_config_flag(sys.argv if argv is None else argv))
+  app.run(main, argv=argv)
 
 
 if __name__ == "__main__":

@@ -433,6 +433,19 @@ def test_unknown_dataset_id_has_hint():
   assert "hopper-medium-v2" in msg and ".hdf5" in msg and "minari download" in msg
 
 
+def test_existing_file_of_another_format_is_named_as_such(tmp_path):
+  csv = tmp_path / "hopper.csv"
+  csv.write_text("obs,action\n")
+  with pytest.raises(DatasetError) as e:
+    data.load_dataset(str(csv))
+  msg = str(e.value)
+  assert f"{str(csv)!r} exists but is a .csv file" in msg and "unknown dataset id" not in msg
+  assert ".hdf5 or .h5" in msg and "Minari ids" in msg and "D4RL names" in msg
+  assert len(msg) < 600  # not the long list of D4RL names
+  with pytest.raises(DatasetError, match=r"exists but is a directory, which is not a dataset format read here\. "):
+    data.load_dataset(str(tmp_path))
+
+
 def test_corrupt_and_truncated_hdf5(tmp_path):
   junk = tmp_path / "junk.hdf5"
   junk.write_bytes(b"this is not an hdf5 file" * 100)

@@ -210,3 +210,75 @@ def test_workdir_unwritable_or_holding_another_run(tmp_path):
   driven = smoke_config("srpo", "hopper-medium-v2")
   driven.steps_per_call = 7  # how the run is driven may change on resume
   prepare_workdir(workdir, driven, "srpo")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Config and seed mistakes: one error line before anything is loaded or written.
+
+
+def train_argv(*extra, algo="srpo", config="srpo_jax/configs.py:smoke"):
+  return resolve_config_flag(["train", f"--algo={algo}", "--dataset=hopper-medium-v2", f"--config={config}", *extra])
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.critic.lrr=1e-4", r"^--config\.critic\.lrr: the srpo config has no field 'critic\.lrr'; did you mean "
+                                 r"--config\.critic\.lr\? \(fields of config\.critic: batch_size, .*lr, "),
+    ("--config.nonexistent=3", r"^--config\.nonexistent: the srpo config has no field 'nonexistent'; the nearest "
+                               r"valid name is --config\.\w+"),
+    ("--config.lr=3", r"did you mean --config\.behavior\.lr or --config\.critic\.lr or --config\.policy\.lr\?"),
+    ("--config.polcy.beta=3", r"no field 'polcy'; did you mean --config\.policy\?"),
+    ("--config.critic.lr.x=3", r"config\.critic\.lr is a float, not a group of fields"),
+    ("--noconfig.progres", r"no field 'progres'; did you mean --config\.progress\?"),
+])
+def test_unknown_config_override_names_the_nearest_field(override, message):
+  from experiments.train import config_problem
+
+  assert re.search(message, config_problem(train_argv(override)))
+  assert config_problem(train_argv("--config.critic.lr=1e-4", "--noconfig.progress")) is None
+
+
+def test_config_of_the_other_algorithm_or_a_bad_file_is_named():
+  from experiments.train import config_problem
+
+  assert re.search(r"^--config=swg_jax/configs\.py:hopper-medium-v2:smoke is a swg config \(it has diffusion, "
+                   r"resampling, sampling, weights\), but --algo=srpo: give --config=srpo_jax/configs\.py:<preset>",
+                   config_problem(train_argv(config="swg_jax/configs.py:smoke")))
+  assert "is a srpo config (it has behavior, policy), but --algo=swg" in config_problem(
+      train_argv(algo="swg", config="srpo_jax/configs.py:smoke"))
+  assert "no config file 'nope.py'" in config_problem(train_argv(config="nope.py:smoke"))
+  assert "unknown SRPO preset 'smok'" in config_problem(train_argv(config="srpo_jax/configs.py:smok"))
+  assert config_problem(train_argv(algo="swg", config="swg_jax/configs.py:demo")) is None
+
+
+def test_seeds_must_be_distinct_and_non_negative(tmp_path):
+  from common.run import check_seeds, load_run_data
+  from experiments.train import seeds_problem
+
+  rule = "seeds are distinct non-negative integers"
+  assert seeds_problem((0, 0), "--seeds=0,0") == f"--seeds=0,0: seed 0 is given 2 times; {rule}, e.g. 0,1,2,3,4"
+  assert seeds_problem((3, -1), "--seeds=3,-1").startswith("--seeds=3,-1: seed -1 is not a non-negative integer")
+  for bad in [(), (1.5,), (True,), ("0",)]:
+    with pytest.raises(RunError, match=rule):
+      check_seeds(bad)
+  check_seeds((0, 1, 2, 3, 4))
+  check_seeds((np.int64(7),))
+  config = smoke_config("srpo", str(tmp_path / "absent.hdf5"))
+  config.seeds = (1, 1)
+  with pytest.raises(RunError, match="seed 1 is given 2 times"):  # before the (absent) dataset is looked at
+    load_run_data(config)
+
+
+def test_config_and_seed_mistakes_exit_before_any_work(tmp_path):
+  """The wrong algorithm's config used to train the critic, crash, and leave a workdir the right command refused."""
+  cases = {
+      "other algo's config": (["--config=swg_jax/configs.py:smoke"], r"is a swg config .* but --algo=srpo"),
+      "repeated seed": (["--config=srpo_jax/configs.py:smoke", "--seeds=0,0"], r"--seeds=0,0: seed 0 is given 2"),
+  }
+  for what, (extra, message) in cases.items():
+    cmd = [sys.executable, "-m", "experiments.train", "--algo=srpo", f"--dataset={tmp_path / 'absent.hdf5'}",
+           f"--workdir={tmp_path / 'run'}", *extra]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: "), (what, out.stderr[-2000:])
+    assert re.search(message, lines[0]), (what, lines[0])
+    assert not (tmp_path / "run").exists(), what

@@ -1,0 +1,125 @@
+"""Checks of a config file and its command-line overrides against what an algorithm reads, made before any work.
+
+ml_collections reports an override of a field that does not exist (`--config.critic.lrr=1e-4`) as a 50-line chained
+traceback while absl parses the flags, and a config file of the other algorithm is only found out when a stage reads
+a field it lacks, after the first stages have trained. These functions turn both into one sentence naming the field
+and the nearest valid name.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import os
+import re
+from typing import Any
+
+import ml_collections
+from ml_collections.config_flags import config_path
+
+
+class ConfigError(ValueError):
+  """A config that cannot be used; the message names the field or file and what to give instead."""
+
+
+def field_paths(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  """Every field of a (nested) ConfigDict as a dotted path, sub-dicts before their fields: ["critic", "critic.lr"]."""
+  paths = []
+  for name, value in config.items():
+    paths.append(prefix + name)
+    if isinstance(value, ml_collections.ConfigDict):
+      paths.extend(field_paths(value, f"{prefix}{name}."))
+  return paths
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """The config of a `--config` value "path/to/configs.py[:arg]", loaded as ml_collections does (the text after the
+  first ':' goes to get_config). Raises ConfigError when the file is missing or get_config refuses its argument."""
+  path, sep, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ConfigError(f"--config={spec}: no config file {path!r} (from {os.getcwd()}); the configs are "
+                      "swg_jax/configs.py and srpo_jax/configs.py, run from the repository root")
+  module_spec = importlib.util.spec_from_file_location("_checked_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  try:
+    module_spec.loader.exec_module(module)
+    config = module.get_config(arg) if sep else module.get_config()
+  except Exception as e:  # a user's config file may fail in any way: one line, not its traceback
+    raise ConfigError(f"--config={spec}: {type(e).__name__}: {e}") from e
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f"--config={spec}: get_config returned {type(config).__name__}, not an ml_collections "
+                      "ConfigDict")
+  return config
+
+
+def override_paths(argv: list[str], flag: str = "config") -> list[str]:
+  """The field paths of every `--config.<path>=v`, `--config.<path> v` and `--noconfig.<path>` in argv, in order."""
+  pattern = re.compile(rf"^--?(?:no)?{re.escape(flag)}\.([^=]+)")
+  return [m.group(1) for arg in argv if (m := pattern.match(arg))]
+
+
+def _named_fields(path: str) -> list[str]:
+  """The named fields of an override path, up to its first index: 'critic.hidden[0]' -> ['critic', 'hidden']."""
+  try:
+    fields = config_path.split(path)
+  except Exception:  # unparsable brackets: check the names before them
+    fields = path.split("[", 1)[0].split(".")
+  names = []
+  for f in fields:
+    if not isinstance(f, str):
+      break
+    names.append(f)
+  return names
+
+
+def nearest_fields(path: str, config: ml_collections.ConfigDict) -> tuple[list[str], bool]:
+  """(valid field paths a mistyped `path` most likely meant, whether they are close). Tried in order: close spellings
+  among its siblings ('critic.lrr' -> 'critic.lr'), the same last name elsewhere ('lr' -> 'critic.lr', 'policy.lr'),
+  close spellings of the whole path; else (not close) the single nearest path."""
+  paths = field_paths(config)
+  parent, _, last = path.rpartition(".")
+  siblings = [p for p in paths if p.rpartition(".")[0] == parent]
+  names = difflib.get_close_matches(last, [p.rpartition(".")[2] for p in siblings], n=2, cutoff=0.6)
+  if names:
+    return [f"{parent}.{n}" if parent else n for n in names], True
+  same_name = [p for p in paths if p.rpartition(".")[2] == last]
+  if same_name:
+    return same_name[:4], True
+  close = difflib.get_close_matches(path, paths, n=2, cutoff=0.6)
+  return (close, True) if close else (difflib.get_close_matches(path, paths, n=1, cutoff=0.0), False)
+
+
+def check_overrides(config: ml_collections.ConfigDict, paths: list[str], *, what: str, flag: str = "config") -> None:
+  """Raise ConfigError for the first override path that names no field of `config` (`what` says whose config)."""
+  for path in paths:
+    node: Any = config
+    for depth, name in enumerate(_named_fields(path)):
+      if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+        where = ".".join(_named_fields(path)[:depth + 1])
+        near, close = nearest_fields(where, config)
+        names = " or ".join(f"--{flag}.{p}" for p in near)
+        hint = (f"did you mean {names}?" if close else f"the nearest valid name is {names}") if near else ""
+        parent = ".".join(_named_fields(path)[:depth])
+        if isinstance(node, ml_collections.ConfigDict):
+          fields = ", ".join(sorted(node.keys()))
+          hint += f" (fields of {flag}{'.' + parent if parent else ''}: {fields})"
+        else:
+          hint = f"{flag}.{parent} is a {type(node).__name__}, not a group of fields; " + hint
+        raise ConfigError(f"--{flag}.{path}: the {what} config has no field {where!r}; {hint.strip()}")
+      node = node[name]
+
+
+def check_structure(config: ml_collections.ConfigDict, references: dict[str, ml_collections.ConfigDict], algo: str,
+                    spec: str) -> None:
+  """Raise ConfigError when `config` lacks fields that algorithm `algo` reads (those of references[algo]); when it
+  has every field of another algorithm's reference, say it is that algorithm's config."""
+  have = set(field_paths(config))
+  missing = [p for p in field_paths(references[algo]) if p not in have]
+  if not missing:
+    return
+  for other, reference in references.items():
+    if other != algo and set(field_paths(reference)) <= have:
+      sections = sorted(set(reference.keys()) - set(references[algo].keys()))
+      raise ConfigError(f"--config={spec} is a {other} config (it has {', '.join(sections)}), but --algo={algo}: "
+                        f"give --config={algo}_jax/configs.py:<preset>, or --algo={other}")
+  shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+  raise ConfigError(f"--config={spec} lacks field(s) {shown} that --algo={algo} reads (see {algo}_jax/configs.py)")

@@ -11,6 +11,7 @@ averaging. The policy is a tanh-squashed Gaussian, so actions lie in (-1, 1) (th
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -28,7 +29,7 @@ LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # rlkit's clamp, as in the SAC that made 
 
 @dataclasses.dataclass(frozen=True)
 class SACConfig:
-  hidden: Sequence[int] = (256, 256)
+  hidden: tuple[int, ...] = (256, 256)
   lr: float = 3e-4
   discount: float = 0.99
   tau: float = 0.005  # Polyak rate of the Q targets
@@ -143,6 +144,7 @@ def sac_update(state: SACState, batch: Batch, key: jax.Array, config: SACConfig)
   return new, metrics
 
 
+@functools.lru_cache(maxsize=8)  # one compiled chunk per config, shared by every run in the process
 def make_update_chunk(config: SACConfig):
   """Jitted `chunk(state, batches, key) -> (state, metrics)`: K SAC steps in one lax.scan over `batches`, a `Batch`
   whose leaves carry a leading [K] axis; metrics are the means over the K steps. The state's buffers are donated."""

@@ -9,7 +9,7 @@ ARGS ?=
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: install test demo bench reproduce-d4rl clean
+.PHONY: install test demo bench reproduce-d4rl datasets clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,16 @@ bench: $(STAMP)
 
 reproduce-d4rl: $(STAMP)
 	$(PY) -m experiments.reproduce_d4rl $(ARGS)
+
+# D4RL's medium and medium-replay recipes for the three locomotion envs: one SAC run per env (checkpointed in
+# runs/recipes/, resumed on a rerun) makes both; a dataset already there is kept (make_dataset refuses to overwrite).
+RECIPE_ENVS ?= Hopper-v5 HalfCheetah-v5 Walker2d-v5
+datasets: $(STAMP)
+	@set -e; for env in $(RECIPE_ENVS); do for level in medium medium-replay; do \
+	  name=$$(echo $$env | sed 's/-v5//' | tr A-Z a-z); \
+	  if [ -d "$${MINARI_DATASETS_PATH:-$$HOME/.minari/datasets}/recipes/$$name/$$level-v0" ]; then \
+	    echo "recipes/$$name/$$level-v0 is there already"; \
+	  else $(PY) -m experiments.make_dataset --recipe=$$level --env=$$env $(ARGS); fi; done; done
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,4 +1,13 @@
-"""The built-in offline dataset: a standard Minari dataset made here, offline, from the real Gymnasium `Reacher-v5`.
+"""Offline datasets made here as standard Minari datasets: the built-in Reacher one, or D4RL's recipes rebuilt.
+
+  python -m experiments.make_dataset                                        # builtin/reacher/noisy-v0
+  python -m experiments.make_dataset --recipe=medium-replay --env=Hopper-v5   # recipes/hopper/medium-replay-v0
+
+Recipes (`common.recipes`): random, medium, medium-replay, expert, medium-expert on Hopper-v5, HalfCheetah-v5,
+Walker2d-v5, made with an online SAC agent (common/sac.py) trained and checkpointed in --workdir; a bad request,
+an existing dataset (without --overwrite) or a target return not reached in --train_steps ends with one `error:` line.
+
+The built-in dataset comes from the real Gymnasium `Reacher-v5`.
 
 The behaviour policy is clearly sub-optimal: a Jacobian-transpose reaching controller whose actions are corrupted by
 Gaussian noise of a per-episode scale drawn from `NOISE_SCALES` (the control cost punishes every noisy torque), so
@@ -12,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -91,19 +101,65 @@ def dataset_average_return(dataset) -> float:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("dataset_id", DEFAULT_ID, "Minari id to write.")
-flags.DEFINE_integer("episodes", 200, "Episodes to collect (50 steps each).")
-flags.DEFINE_integer("seed", 0, "Seed of resets and action noise.")
+flags.DEFINE_string("dataset_id", "", f"Minari id to write (default {DEFAULT_ID}, or recipes/<env>/<level>-v0).")
+flags.DEFINE_boolean("overwrite", False, "Replace an existing dataset of that id.")
+flags.DEFINE_integer("episodes", 200, "Reacher: episodes to collect (50 steps each).")
+flags.DEFINE_integer("seed", 0, "Seed of resets, action noise and the SAC run.")
+flags.DEFINE_string("recipe", "", "D4RL level to rebuild: random, medium, medium-replay, expert, medium-expert.")
+flags.DEFINE_string("env", "Hopper-v5", "Recipe env: Hopper-v5, HalfCheetah-v5 or Walker2d-v5.")
+flags.DEFINE_string("workdir", "", "Where the SAC run is checkpointed (default runs/recipes/<env>-seed<seed>).")
+flags.DEFINE_integer("train_steps", 1_000_000, "Env steps the SAC agent may take to reach the medium target.")
+flags.DEFINE_integer("expert_steps", 0, "expert / medium-expert: env steps to train the SAC agent for.")
+flags.DEFINE_integer("dataset_steps", 1_000_000, "Transitions per rollout dataset (D4RL: 1M).")
+flags.DEFINE_float("target_return", None, "Medium target return (default: D4RL's expert reference score / 3).")
+flags.DEFINE_integer("start_steps", 5000, "SAC: uniform random actions before learning starts.")
+flags.DEFINE_integer("eval_every", 5000, "SAC: env steps between evaluations of the medium target.")
+flags.DEFINE_integer("eval_episodes", 5, "SAC: episodes per evaluation.")
+flags.DEFINE_boolean("progress", True, "Show progress bars.")
+
+
+def make_recipe_from_flags():
+  from common import recipes
+  from common.sac_online import OnlineConfig
+
+  online = OnlineConfig(start_steps=FLAGS.start_steps, eval_every=FLAGS.eval_every,
+                        eval_episodes=FLAGS.eval_episodes)
+  dataset = recipes.make_recipe_dataset(
+      FLAGS.recipe, FLAGS.env, seed=FLAGS.seed, dataset_id=FLAGS.dataset_id or None, workdir=FLAGS.workdir or None,
+      overwrite=FLAGS.overwrite, online=online, train_steps=FLAGS.train_steps,
+      expert_steps=FLAGS.expert_steps or None, dataset_steps=FLAGS.dataset_steps,
+      target_return=FLAGS.target_return, progress=FLAGS.progress)
+  meta = dataset.storage.metadata
+  print(f"wrote {dataset.storage.metadata['dataset_id']} under {recipes.minari_root()}: {dataset.total_episodes} episodes, "
+        f"{dataset.total_steps} steps, dataset average return {dataset_average_return(dataset):.1f} (reference "
+        f"random {meta['ref_min_score']:.1f}, expert {meta['ref_max_score']:.1f})")
 
 
 def main(_):
-  with contextlib.suppress(FileNotFoundError):
-    import minari
+  if FLAGS.recipe:
+    from common.recipes import RecipeError
 
-    minari.delete_dataset(FLAGS.dataset_id)
-  dataset = make_reacher_dataset(FLAGS.dataset_id, FLAGS.episodes, FLAGS.seed)
+    try:
+      make_recipe_from_flags()
+    except RecipeError as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+    except KeyboardInterrupt:
+      sys.exit(130)  # the SAC run saved its checkpoint; the same command resumes it
+    return
+  import minari
+
+  dataset_id = FLAGS.dataset_id or DEFAULT_ID
+  root = os.environ.get("MINARI_DATASETS_PATH") or os.path.expanduser("~/.minari/datasets")
+  if os.path.exists(os.path.join(root, dataset_id)):
+    if not FLAGS.overwrite:
+      print(f"error: dataset {dataset_id!r} exists already ({os.path.join(root, dataset_id)}); pass --overwrite to "
+            "replace it", file=sys.stderr)
+      sys.exit(2)
+    minari.delete_dataset(dataset_id)
+  dataset = make_reacher_dataset(dataset_id, FLAGS.episodes, FLAGS.seed)
   meta = dataset.storage.metadata
-  print(f"wrote {FLAGS.dataset_id} under {os.environ.get('MINARI_DATASETS_PATH', '~/.minari/datasets')}: "
+  print(f"wrote {dataset_id} under {os.environ.get('MINARI_DATASETS_PATH', '~/.minari/datasets')}: "
         f"{dataset.total_steps} steps, dataset average return {dataset_average_return(dataset):.2f}, "
         f"random {meta['ref_min_score']:.2f}, noiseless controller {meta['ref_max_score']:.2f}")
 

@@ -4,15 +4,17 @@
 
 Presets: "paper" (the official code's numbers: 1.5M critic, 2M behaviour and 1M policy steps), "demo" (small networks,
 a few thousand steps: the built-in Reacher dataset in minutes on a CPU) and "smoke" (tiny nets, a few steps: wiring
-checks only). A dataset name of the paper's tables sets beta (the official per-dataset table), the IQL expectile (0.9
-AntMaze / 0.7 otherwise), the policy depth (4 AntMaze / 2 otherwise), AntMaze's per-sample normalisation of grad_a Q
-and, like any dataset name, the reward preprocessing kind; other datasets keep the defaults below (beta 0.05).
+checks only). Any id of a dataset of the paper's tables (D4RL name, Minari port, recipe rebuild:
+`common.dataset_ids.d4rl_name_for`) sets beta (the official per-dataset table), the IQL expectile (0.9 AntMaze / 0.7
+otherwise), the policy depth (4 AntMaze / 2 otherwise), AntMaze's per-sample normalisation of grad_a Q and, like any
+dataset name, the reward preprocessing kind; other datasets keep the defaults below (beta 0.05) and say so once.
 """
 from __future__ import annotations
 
 import ml_collections
 
 from common.data import infer_reward_kind
+from common.dataset_ids import announce_defaults, d4rl_name_for, paper_dataset_for
 from common.run import add_run_fields, split_config_arg
 
 # The official SRPO code's per-dataset beta (it multiplies the Q term of the policy loss).
@@ -26,19 +28,12 @@ BETAS = {
 PRESETS = ("paper", "demo", "smoke")
 
 
-def _strip_version(name: str) -> str:
-  base = name.split("/")[-1]
-  parts = base.split("-")
-  if parts and len(parts[-1]) >= 2 and parts[-1][0] == "v" and parts[-1][1:].isdigit():
-    parts = parts[:-1]
-  return "-".join(parts)
-
-
 def dataset_overrides(dataset: str) -> dict | None:
-  """beta, expectile, policy depth and grad-Q normalisation for a dataset of the paper's table (a D4RL name, any
-  version), or None for other datasets."""
-  key = _strip_version(dataset)
-  if key not in BETAS:
+  """beta, expectile, policy depth and grad-Q normalisation for any id of a dataset of the paper's table (a D4RL
+  name of any version, a Minari port such as 'mujoco/hopper/medium-v0' or 'D4RL/antmaze/umaze-v1', a recipe rebuild
+  'recipes/hopper/medium-replay-v0'; see `common.dataset_ids.d4rl_name_for`), or None for other datasets."""
+  key = paper_dataset_for(dataset)
+  if key is None or key not in BETAS:
     return None
   antmaze = key.startswith("antmaze")
   return {"beta": BETAS[key], "expectile": 0.9 if antmaze else 0.7, "policy_layers": 4 if antmaze else 2,
@@ -90,13 +85,17 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
   dataset, preset = split_config_arg(arg, PRESETS, "SRPO")
   c = base_config()
   c.dataset = dataset
-  c.reward_kind = infer_reward_kind(dataset) if dataset else ""
+  c.reward_kind = infer_reward_kind(d4rl_name_for(dataset) or dataset) if dataset else ""
   o = dataset_overrides(dataset) if dataset else None
   if o:
     c.critic.expectile = o["expectile"]
     c.policy.beta = o["beta"]
     c.policy.num_layers = o["policy_layers"]
     c.policy.normalize_q_grad = o["normalize_q_grad"]
+  elif dataset:
+    announce_defaults("SRPO", dataset, {
+        "beta": c.policy.beta, "expectile": c.critic.expectile, "policy_layers": c.policy.num_layers,
+        "normalize_q_grad": c.policy.normalize_q_grad, "reward_kind": c.reward_kind})
   return _PRESET_FNS[preset](c)
 
 

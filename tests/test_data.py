@@ -1,8 +1,11 @@
 """Dataset loaders against small files built here (D4RL-style hdf5, Minari from a real MuJoCo env); never the network."""
 import io
+import pathlib
+import tempfile
 import urllib.error
 import urllib.request
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -465,18 +468,22 @@ def test_corrupt_and_truncated_hdf5(tmp_path):
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def test_sample_batch_in_jit_returns_dataset_rows(tmp_path):
-  loaded = data.load_d4rl_hdf5(datasets.d4rl_hdf5(tmp_path / "x.hdf5"))
-  batch = jax.jit(data.sample_batch, static_argnums=2)(loaded, jax.random.key(0), 64)
-  assert batch.observations.shape == (64, 3) and batch.masks.shape == (64,)
+class SampleBatchTest(chex.TestCase):
 
-  def rows(d):
-    return np.concatenate([np.asarray(d.observations), np.asarray(d.actions), np.asarray(d.rewards)[:, None],
-                           np.asarray(d.next_observations), np.asarray(d.masks)[:, None]], axis=1)
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_sample_batch_returns_dataset_rows(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      loaded = data.load_d4rl_hdf5(datasets.d4rl_hdf5(pathlib.Path(tmp) / "x.hdf5"))
+    batch = self.variant(data.sample_batch, static_argnums=2)(loaded, jax.random.key(0), 64)
+    chex.assert_shape((batch.observations, batch.masks), ((64, 3), (64,)))
 
-  table = {tuple(r) for r in rows(loaded)}
-  assert all(tuple(r) in table for r in rows(batch))
-  assert len({tuple(r) for r in rows(batch)}) > 1
+    def rows(d):
+      return np.concatenate([np.asarray(d.observations), np.asarray(d.actions), np.asarray(d.rewards)[:, None],
+                             np.asarray(d.next_observations), np.asarray(d.masks)[:, None]], axis=1)
+
+    table = {tuple(r) for r in rows(loaded)}
+    assert all(tuple(r) in table for r in rows(batch))
+    assert len({tuple(r) for r in rows(batch)}) > 1
 
 
 def test_minari_eval_env_kwargs_reach_the_evaluation(minari_root, tmp_path, monkeypatch):

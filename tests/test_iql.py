@@ -1,4 +1,6 @@
-"""IQL critic against known answers: an expectile on synthetic data, and the exact Q of a tiny deterministic MDP."""
+"""IQL critic against known answers: an expectile on synthetic data, one update against its formulas, and the exact
+Q of a tiny deterministic MDP."""
+import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -7,6 +9,7 @@ import pytest
 
 from common import iql
 from common.data import OfflineData
+from common.networks import param_count
 from common.training import Trainer, init_seeds, seed_keys
 
 
@@ -35,14 +38,54 @@ def train_critic(data, cfg, steps):
   return jax.tree.map(lambda x: x[0], state)
 
 
-def test_expectile_loss_minimiser_is_the_expectile():
-  values = np.random.default_rng(0).exponential(size=500)
-  for tau in (0.5, 0.7, 0.9):
-    grad = jax.jit(jax.grad(lambda m: iql.expectile_loss(jnp.asarray(values) - m, tau)))
-    m = 0.0
-    for _ in range(2000):
-      m = m - 0.5 * grad(m)
-    np.testing.assert_allclose(m, brute_force_expectile(values, tau), atol=1e-4)
+class CriticMathsTest(chex.TestCase):
+  """The IQL losses and one critic update, run jitted and eagerly (chex variants), against independent oracles."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_expectile_loss_minimiser_is_the_expectile(self):
+    values = np.random.default_rng(0).exponential(size=500)
+    for tau in (0.5, 0.7, 0.9):
+      grad = jax.grad(lambda m: iql.expectile_loss(jnp.asarray(values) - m, tau))
+      # 2000 gradient steps in one fori_loop: the eager variant still runs the loss op by op outside jit.
+      descend = self.variant(lambda m0: jax.lax.fori_loop(0, 2000, lambda _, m: m - 0.5 * grad(m), m0))
+      np.testing.assert_allclose(descend(0.0), brute_force_expectile(values, tau), atol=1e-4)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_one_critic_update_is_adam_on_the_iql_losses(self):
+    # Oracle written from the formulas in the iql docstring: the value step regresses the tau-expectile of the
+    # *target* twin-Q minimum, the Q step uses the *updated* V(s'), both take Adam's first step
+    # (m_hat = g, v_hat = g^2, so -lr g / (|g| + eps)), then the targets move by Polyak averaging.
+    cfg = critic_config(hidden=(16, 16), expectile=0.8, discount=0.9, polyak=0.05, lr=1e-3)
+    state = iql.init_critic(jax.random.PRNGKey(0), 3, 2, cfg)
+    # Targets unlike the online Q, so that using the wrong one changes the result.
+    state = state.replace(q_target_params=jax.tree.map(lambda p: p + 0.1, state.q_target_params))
+    rng = np.random.default_rng(0)
+    f = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)
+    batch = OfflineData(observations=f(32, 3), actions=jnp.tanh(f(32, 2)), rewards=f(32), next_observations=f(32, 3),
+                        masks=jnp.asarray(rng.integers(0, 2, 32), jnp.float32))
+    new, metrics = self.variant(lambda s, b: iql.critic_update(s, b, cfg))(state, batch)
+
+    q_net, v_net = state.q.apply_fn, state.v.apply_fn
+    q_min = jnp.min(q_net(state.q_target_params, batch.observations, batch.actions), axis=0)
+
+    def v_loss(p):
+      u = q_min - v_net(p, batch.observations)
+      return jnp.mean(jnp.where(u < 0, 1 - 0.8, 0.8) * u**2)
+
+    adam_first_step = lambda p, g: p - 1e-3 * g / (jnp.abs(g) + 1e-8)
+    v_params = jax.tree.map(adam_first_step, state.v.params, jax.grad(v_loss)(state.v.params))
+    y = batch.rewards + 0.9 * batch.masks * v_net(v_params, batch.next_observations)
+    q_loss = lambda p: jnp.mean((q_net(p, batch.observations, batch.actions) - y) ** 2)
+    q_params = jax.tree.map(adam_first_step, state.q.params, jax.grad(q_loss)(state.q.params))
+    q_target = jax.tree.map(lambda n, o: 0.05 * n + 0.95 * o, q_params, state.q_target_params)
+
+    chex.assert_trees_all_close(new.v.params, v_params, atol=1e-6)
+    chex.assert_trees_all_close(new.q.params, q_params, atol=1e-6)
+    chex.assert_trees_all_close(new.q_target_params, q_target, atol=1e-6)
+    # The losses reported are those of the parameters before the step.
+    chex.assert_trees_all_close((metrics["value_loss"], metrics["q_loss"]),
+                                (v_loss(state.v.params), q_loss(state.q.params)), rtol=1e-5)
+    assert int(new.q.step) == int(new.v.step) == 1
 
 
 def test_value_recovers_expectile_of_terminal_rewards():
@@ -98,7 +141,6 @@ def test_critic_matches_tabular_q_of_deterministic_mdp():
 def test_critic_parameter_counts(layer_norm):
   cfg = critic_config(hidden=(256, 256), value_layer_norm=layer_norm)
   state = iql.init_critic(jax.random.PRNGKey(0), 11, 3, cfg)
-  count = lambda p: sum(x.size for x in jax.tree.leaves(p))
   mlp = lambda d_in: d_in * 256 + 256 + 256 * 256 + 256 + 256 + 1
-  assert count(state.q.params) == 2 * mlp(14)
-  assert count(state.v.params) == mlp(11) + (22 if layer_norm else 0)
+  assert param_count(state.q.params) == 2 * mlp(14)
+  assert param_count(state.v.params) == mlp(11) + (22 if layer_norm else 0)

@@ -1,4 +1,8 @@
-"""Parameter counts of the shared architectures (algorithms.md), from closed-form layer sizes."""
+"""Parameter counts of the shared architectures (algorithms.md), from closed-form layer sizes; the forward passes
+run jitted and eagerly (chex variants)."""
+import functools
+
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -7,30 +11,42 @@ from common.networks import ConditionalEpsNet, DiracPolicy, param_count
 S, A = 11, 3
 dense = lambda i, o: i * o + o
 BLOCKS = 3 * (2 * 256 + dense(256, 1024) + dense(1024, 256))  # LayerNorm + Dense 4h + Dense h, three blocks
+SWG_NET = ConditionalEpsNet(out_dim=A, time_embedding="learnable", time_embed_dim=64, time_features=(256, 256),
+                            activation="swish", aux_head_after_block=2)
 
 
+@functools.lru_cache(maxsize=None)
 def init(net, *shapes):
+  """Initialised once per architecture (eagerly) and shared by both variants: only apply is under test there."""
   return net.init(jax.random.PRNGKey(0), *[jnp.zeros(s) for s in shapes])
 
 
-def test_srpo_behaviour_eps_net_count():
-  expected = 32 + dense(64, 128) + dense(128, 128) + dense(A + S + 128, 256) + BLOCKS + dense(256, A)
-  assert param_count(init(ConditionalEpsNet(out_dim=A), (1, A), (1,), (1, S))) == expected == 1_640_483
+class ArchitectureTest(chex.TestCase):
 
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_srpo_behaviour_eps_net_count(self):
+    net = ConditionalEpsNet(out_dim=A)
+    expected = 32 + dense(64, 128) + dense(128, 128) + dense(A + S + 128, 256) + BLOCKS + dense(256, A)
+    params = init(net, (1, A), (1,), (1, S))
+    assert param_count(params) == expected == 1_640_483
+    out = self.variant(net.apply)(params, jnp.zeros((5, A)), jnp.full((5,), 0.5), jnp.zeros((5, S)))
+    chex.assert_shape(out, (5, A))
+    chex.assert_tree_all_finite(out)
 
-def test_swg_joint_eps_net_count_with_weight_head():
-  net = ConditionalEpsNet(out_dim=A, time_embedding="learnable", time_embed_dim=64, time_features=(256, 256),
-                          activation="swish", aux_head_after_block=2)
-  expected = (64 + dense(128, 256) + dense(256, 256) + dense(A + 1 + S + 256, 256) + BLOCKS + dense(256, A)
-              + dense(256, 256) + dense(256, 1))
-  params = init(net, (1, A + 1), (1,), (1, S))
-  assert param_count(params) == expected == 1_813_572
-  assert net.apply(params, jnp.zeros((5, A + 1)), jnp.zeros((5,)), jnp.zeros((5, S))).shape == (5, A + 1)
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_swg_joint_eps_net_count_with_weight_head(self):
+    expected = (64 + dense(128, 256) + dense(256, 256) + dense(A + 1 + S + 256, 256) + BLOCKS + dense(256, A)
+                + dense(256, 256) + dense(256, 1))
+    params = init(SWG_NET, (1, A + 1), (1,), (1, S))
+    assert param_count(params) == expected == 1_813_572
+    chex.assert_shape(self.variant(SWG_NET.apply)(params, jnp.zeros((5, A + 1)), jnp.zeros((5,)), jnp.zeros((5, S))),
+                      (5, A + 1))
 
-
-def test_dirac_policy_count_and_range():
-  for layers in (2, 4):
-    params = init(DiracPolicy(A, 256, layers), (1, S))
-    assert param_count(params) == dense(S, 256) + (layers - 1) * dense(256, 256) + dense(256, A)
-  out = DiracPolicy(A).apply(params := init(DiracPolicy(A), (1, S)), 100 * jnp.ones((4, S)))
-  assert out.shape == (4, A) and float(jnp.max(jnp.abs(out))) <= 1.0
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_dirac_policy_count_and_range(self):
+    for layers in (2, 4):
+      params = init(DiracPolicy(A, 256, layers), (1, S))
+      assert param_count(params) == dense(S, 256) + (layers - 1) * dense(256, 256) + dense(256, A)
+    out = self.variant(DiracPolicy(A).apply)(init(DiracPolicy(A), (1, S)), 100 * jnp.ones((4, S)))
+    chex.assert_shape(out, (4, A))
+    assert float(jnp.max(jnp.abs(out))) <= 1.0

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 
 from common import solvers
 from common.diffusion import VPContinuous, VPDiscrete
@@ -269,34 +270,39 @@ def loop_dpm_solver_pp(eps_fn, schedule, x, num_steps, order, key=None):
   return x
 
 
-@pytest.mark.parametrize("order,num_steps,stochastic", [
-    (2, 12, False), (3, 12, False), (3, 6, False), (2, 7, True)])
-def test_dpm_solver_scan_matches_python_loop(order, num_steps, stochastic):
-  x_T = jnp.asarray(sample_marginal(7, 64, *CONT_T_MAX))
-  key = jax.random.key(8) if stochastic else None
-  scan = run_dpm(x_T, key, num_steps=num_steps, order=order)
-  loop = loop_dpm_solver_pp(CONT_EPS, CONT, x_T, num_steps, order, key)
-  np.testing.assert_allclose(scan, loop, atol=2e-5, rtol=1e-5)
+class ScanMatchesLoopTest(chex.TestCase):
+  """The scanned solvers, called jitted and eagerly (chex variants), against the step-by-step Python references."""
 
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters((2, 12, False), (3, 12, False), (3, 6, False), (2, 7, True))
+  def test_dpm_solver_scan_matches_python_loop(self, order, num_steps, stochastic):
+    x_T = jnp.asarray(sample_marginal(7, 64, *CONT_T_MAX))
+    key = jax.random.key(8) if stochastic else None
+    scan = self.variant(lambda x, k: solvers.dpm_solver_pp(CONT_EPS, CONT, x, num_steps=num_steps, order=order,
+                                                           key=k))(x_T, key)
+    loop = loop_dpm_solver_pp(CONT_EPS, CONT, x_T, num_steps, order, key)
+    np.testing.assert_allclose(scan, loop, atol=2e-5, rtol=1e-5)
 
-def test_ddpm_scan_matches_python_loop():
-  schedule = VPDiscrete(num_steps=15)
-  eps_fn = mixture_eps(schedule)
-  x = jnp.asarray(sample_marginal(9, 64, *floats(*schedule.index_alpha_sigma(14))))
-  key = jax.random.key(10)
-  clip = lambda v: jnp.clip(v, -1.5, 1.5)
-  scan = solvers.ddpm_sample(eps_fn, schedule, x, key, temperature=0.7, clip_fn=clip, return_trajectory=True)
-  alphas, betas, alpha_bars = schedule.alphas, schedule.betas, schedule.alpha_bars
-  keys = jax.random.split(key, 15)
-  traj = [x]
-  for n, i in enumerate(range(14, -1, -1)):  # the formula of SWG's Algorithm 2, literally
-    x = (x - betas[i] / np.sqrt(1.0 - alpha_bars[i]) * eps_fn(x, jnp.float32(i))) / np.sqrt(alphas[i])
-    if i > 0:
-      x = x + np.sqrt(betas[i]) * 0.7 * jax.random.normal(keys[n], x.shape)
-    x = clip(x)
-    traj.append(x)
-  np.testing.assert_allclose(scan, jnp.stack(traj), atol=2e-5, rtol=1e-5)
-  assert scan.shape == (16, 64, 2)
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_ddpm_scan_matches_python_loop(self):
+    schedule = VPDiscrete(num_steps=15)
+    eps_fn = mixture_eps(schedule)
+    x = jnp.asarray(sample_marginal(9, 64, *floats(*schedule.index_alpha_sigma(14))))
+    key = jax.random.key(10)
+    clip = lambda v: jnp.clip(v, -1.5, 1.5)
+    scan = self.variant(lambda x, k: solvers.ddpm_sample(eps_fn, schedule, x, k, temperature=0.7, clip_fn=clip,
+                                                         return_trajectory=True))(x, key)
+    alphas, betas, alpha_bars = schedule.alphas, schedule.betas, schedule.alpha_bars
+    keys = jax.random.split(key, 15)
+    traj = [x]
+    for n, i in enumerate(range(14, -1, -1)):  # the formula of SWG's Algorithm 2, literally
+      x = (x - betas[i] / np.sqrt(1.0 - alpha_bars[i]) * eps_fn(x, jnp.float32(i))) / np.sqrt(alphas[i])
+      if i > 0:
+        x = x + np.sqrt(betas[i]) * 0.7 * jax.random.normal(keys[n], x.shape)
+      x = clip(x)
+      traj.append(x)
+    np.testing.assert_allclose(scan, jnp.stack(traj), atol=2e-5, rtol=1e-5)
+    chex.assert_shape(scan, (16, 64, 2))
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -359,22 +365,25 @@ def test_vmap_over_eps_fn_parameters_equals_separate_runs():
 # 7. Exact identities with the discrete schedule.
 
 
-def test_first_order_dpm_solver_on_discrete_grid_is_ddim():
-  # Order 1 of DPM-Solver++ is DDIM; on VPDiscrete with time_uniform and T - 1 steps its grid is exactly the step
-  # indices T-1..0, and denoise_to_zero is DDPM's last step. So it must equal DDIM written on the discrete schedule.
-  schedule = VPDiscrete(num_steps=15)
-  eps_fn = mixture_eps(schedule)
-  x = jnp.asarray(sample_marginal(14, 64, *floats(*schedule.index_alpha_sigma(14))))
-  plan = solvers.dpm_solver_pp_plan(schedule, 14, 1, skip_type="time_uniform")
-  np.testing.assert_allclose(plan.t_model, np.arange(14, -1, -1), atol=1e-5)
-  out = solvers.dpm_solver_pp(eps_fn, schedule, x, num_steps=14, order=1, skip_type="time_uniform",
-                              denoise_to_zero=True)
-  abar = schedule.alpha_bars.astype(np.float64)
-  for i in range(14, -1, -1):
-    eps = eps_fn(x, jnp.float32(i))
-    x0 = (x - np.sqrt(1.0 - abar[i]) * eps) / np.sqrt(abar[i])
-    x = x0 if i == 0 else np.sqrt(abar[i - 1]) * x0 + np.sqrt(1.0 - abar[i - 1]) * eps
-  np.testing.assert_allclose(out, x, atol=2e-5, rtol=1e-5)
+class DiscreteGridIdentityTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_first_order_dpm_solver_on_discrete_grid_is_ddim(self):
+    # Order 1 of DPM-Solver++ is DDIM; on VPDiscrete with time_uniform and T - 1 steps its grid is exactly the step
+    # indices T-1..0, and denoise_to_zero is DDPM's last step. So it must equal DDIM written on the discrete schedule.
+    schedule = VPDiscrete(num_steps=15)
+    eps_fn = mixture_eps(schedule)
+    x = jnp.asarray(sample_marginal(14, 64, *floats(*schedule.index_alpha_sigma(14))))
+    plan = solvers.dpm_solver_pp_plan(schedule, 14, 1, skip_type="time_uniform")
+    np.testing.assert_allclose(plan.t_model, np.arange(14, -1, -1), atol=1e-5)
+    out = self.variant(lambda x: solvers.dpm_solver_pp(eps_fn, schedule, x, num_steps=14, order=1,
+                                                       skip_type="time_uniform", denoise_to_zero=True))(x)
+    abar = schedule.alpha_bars.astype(np.float64)
+    for i in range(14, -1, -1):
+      eps = eps_fn(x, jnp.float32(i))
+      x0 = (x - np.sqrt(1.0 - abar[i]) * eps) / np.sqrt(abar[i])
+      x = x0 if i == 0 else np.sqrt(abar[i - 1]) * x0 + np.sqrt(1.0 - abar[i - 1]) * eps
+    np.testing.assert_allclose(out, x, atol=2e-5, rtol=1e-5)
 
 
 def test_first_order_sde_dpm_solver_on_discrete_grid_is_ddpm_posterior():
@@ -395,16 +404,20 @@ def test_first_order_sde_dpm_solver_on_discrete_grid_is_ddpm_posterior():
 # Options and bad input.
 
 
-def test_clip_functions_are_applied():
-  x_T = jnp.asarray(sample_marginal(16, 256, *CONT_T_MAX))
-  clip = lambda v: jnp.clip(v, -1.0, 1.0)
-  out = solvers.dpm_solver_pp(CONT_EPS, CONT, x_T, num_steps=6, x0_clip_fn=clip, denoise_to_zero=True)
-  assert float(jnp.abs(out).max()) <= 1.0
-  unclipped = solvers.dpm_solver_pp(CONT_EPS, CONT, x_T, num_steps=6, denoise_to_zero=True)
-  assert float(jnp.abs(unclipped).max()) > 1.2
-  schedule = VPDiscrete(num_steps=15)
-  out = solvers.ddpm_sample(mixture_eps(schedule), schedule, x_T, jax.random.key(0), clip_fn=clip)
-  assert float(jnp.abs(out).max()) <= 1.0
+class ClipTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_clip_functions_are_applied(self):
+    x_T = jnp.asarray(sample_marginal(16, 256, *CONT_T_MAX))
+    clip = lambda v: jnp.clip(v, -1.0, 1.0)
+    dpm = lambda **kw: self.variant(lambda x: solvers.dpm_solver_pp(CONT_EPS, CONT, x, num_steps=6,
+                                                                    denoise_to_zero=True, **kw))(x_T)
+    assert float(jnp.abs(dpm(x0_clip_fn=clip)).max()) <= 1.0
+    assert float(jnp.abs(dpm()).max()) > 1.2
+    schedule = VPDiscrete(num_steps=15)
+    out = self.variant(lambda x, k: solvers.ddpm_sample(mixture_eps(schedule), schedule, x, k, clip_fn=clip))(
+        x_T, jax.random.key(0))
+    assert float(jnp.abs(out).max()) <= 1.0
 
 
 def test_lower_orders_in_warm_up_and_final_steps():

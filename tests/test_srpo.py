@@ -158,32 +158,64 @@ def test_2d_gaussian_closed_form():
   np.testing.assert_allclose(a, np.broadcast_to(expected, a.shape), atol=0.03)
 
 
-def test_loss_gradient_is_the_srpo_direction():
-  # With a "policy" that outputs its parameters, d loss / d a = mean(w(t) (eps(a_t) - z) - beta grad Q).
-  eps_fn = gmm_eps(**BIMODAL)
-  q_fn = quadratic_q([0.7])
-  cfg = policy_config(beta=0.3, baseline=True)
-  obs = jnp.ones((512, 1))
-  a0 = jnp.array([0.2])
-  key = jax.random.PRNGKey(3)
-  apply = lambda p, s: jnp.broadcast_to(p, (s.shape[0], 1))
-  grad = jax.grad(lambda p: policy.srpo_loss(p, apply, eps_fn, q_fn, obs, key, cfg)[0])(a0)
-  t_key, z_key = jax.random.split(key)
-  t = jax.random.uniform(t_key, (512,), minval=0.02, maxval=0.98)
-  z = jax.random.normal(z_key, (512, 1))
-  alpha, sigma = SCHEDULE.alpha_sigma(t)
-  a_t = alpha[:, None] * a0 + sigma[:, None] * z
-  manual = jnp.mean(sigma[:, None] ** 2 * (eps_fn(a_t, t) - z) - 0.3 * 2 * (0.7 - a0), axis=0)
-  np.testing.assert_allclose(grad, manual, rtol=1e-5, atol=1e-6)
+class PolicyUpdateTest(chex.TestCase):
+  """The SRPO loss gradient, Q gradient and one policy step, run jitted and eagerly (chex variants)."""
 
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_loss_gradient_is_the_srpo_direction(self):
+    # With a "policy" that outputs its parameters, d loss / d a = mean(w(t) (eps(a_t) - z) - beta grad Q).
+    eps_fn = gmm_eps(**BIMODAL)
+    q_fn = quadratic_q([0.7])
+    cfg = policy_config(beta=0.3, baseline=True)
+    obs = jnp.ones((512, 1))
+    a0 = jnp.array([0.2])
+    key = jax.random.PRNGKey(3)
+    apply = lambda p, s: jnp.broadcast_to(p, (s.shape[0], 1))
+    grad = self.variant(jax.grad(lambda p, k: policy.srpo_loss(p, apply, eps_fn, q_fn, obs, k, cfg)[0]))(a0, key)
+    t_key, z_key = jax.random.split(key)
+    t = jax.random.uniform(t_key, (512,), minval=0.02, maxval=0.98)
+    z = jax.random.normal(z_key, (512, 1))
+    alpha, sigma = SCHEDULE.alpha_sigma(t)
+    a_t = alpha[:, None] * a0 + sigma[:, None] * z
+    manual = jnp.mean(sigma[:, None] ** 2 * (eps_fn(a_t, t) - z) - 0.3 * 2 * (0.7 - a0), axis=0)
+    np.testing.assert_allclose(grad, manual, rtol=1e-5, atol=1e-6)
 
-def test_normalized_q_grad_has_unit_rms():
-  s = jnp.ones((5, 2))
-  a = jax.random.uniform(jax.random.PRNGKey(0), (5, 3), minval=-1, maxval=1)
-  g = policy.q_grad(quadratic_q([0.5, -0.2, 0.1]), s, a, normalize=True)
-  np.testing.assert_allclose(jnp.sqrt(jnp.mean(g**2, -1)), 1.0, rtol=1e-5)
-  raw = policy.q_grad(quadratic_q([0.5, -0.2, 0.1]), s, a)
-  np.testing.assert_allclose(raw, 2 * (jnp.array([0.5, -0.2, 0.1]) - a), rtol=1e-5)
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_normalized_q_grad_has_unit_rms(self):
+    s = jnp.ones((5, 2))
+    a = jax.random.uniform(jax.random.PRNGKey(0), (5, 3), minval=-1, maxval=1)
+    q_fn = quadratic_q([0.5, -0.2, 0.1])
+    g = self.variant(lambda s, a: policy.q_grad(q_fn, s, a, normalize=True))(s, a)
+    np.testing.assert_allclose(jnp.sqrt(jnp.mean(g**2, -1)), 1.0, rtol=1e-5)
+    raw = self.variant(lambda s, a: policy.q_grad(q_fn, s, a))(s, a)
+    np.testing.assert_allclose(raw, 2 * (jnp.array([0.5, -0.2, 0.1]) - a), rtol=1e-5)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_one_policy_step_is_adam_along_the_srpo_direction(self):
+    # Oracle: the parameter gradient is the policy's VJP of the per-sample direction
+    # (w(t) (eps(a_t) - z) - beta grad Q) / B on the step's own batch, t and z (drawn as make_policy_step draws them),
+    # and the first Adam step moves each parameter by -lr g / (|g| + eps) (cosine schedule at step 0: lr).
+    cfg = policy_config(beta=0.3, baseline=True, batch_size=16, lr=1e-3)
+    eps_fn, q_fn = gmm_eps(**BIMODAL), quadratic_q([0.7])
+    obs = jnp.asarray(np.random.default_rng(0).normal(size=(40, 2)), jnp.float32)
+    state = policy.PolicyStageState(policy=policy.init_policy(jax.random.PRNGKey(0), 2, 1, cfg))
+    step = policy.make_policy_step(lambda _, a, t, s: eps_fn(a, t), lambda _, s, a: q_fn(s, a), cfg)
+    key = jax.random.PRNGKey(4)
+    new, metrics = self.variant(step)(state, obs, key)
+
+    idx_key, loss_key = jax.random.split(key)
+    s = obs[jax.random.randint(idx_key, (16,), 0, 40)]
+    t_key, z_key = jax.random.split(loss_key)
+    t = jax.random.uniform(t_key, (16,), minval=0.02, maxval=0.98)
+    a, vjp = jax.vjp(lambda p: state.policy.apply_fn(p, s), state.policy.params)
+    z = jax.random.normal(z_key, a.shape)
+    alpha, sigma = SCHEDULE.alpha_sigma(t)
+    direction = sigma[:, None] ** 2 * (eps_fn(alpha[:, None] * a + sigma[:, None] * z, t) - z) - 0.3 * 2 * (0.7 - a)
+    (grads,) = vjp(direction / 16)
+    expected = jax.tree.map(lambda p, g: p - 1e-3 * g / (jnp.abs(g) + 1e-8), state.policy.params, grads)
+    chex.assert_trees_all_close(new.policy.params, expected, atol=1e-6)
+    assert int(new.policy.step) == 1
+    chex.assert_tree_all_finite(metrics)
 
 
 def test_nan_q_gradients_raise_clear_error():

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from absl.testing import parameterized
 
 import swg_jax
 from common import iql
@@ -48,11 +49,14 @@ def numpy_weights(adv, kind, tau=0.7, k=3.0):
   return s * tau + (1 - s) * (1 - tau)
 
 
-@pytest.mark.parametrize("kind", weights_lib.WEIGHT_KINDS)
-def test_weight_functions_match_numpy(kind):
-  adv = np.concatenate([np.linspace(-3, 3, 41), [0.0, -0.01, -0.0099, -0.0101, 5.0, -5.0]]).astype(np.float32)
-  got = weights_lib.weights_from_advantage(jnp.asarray(adv), kind, expectile=0.8)
-  np.testing.assert_allclose(got, numpy_weights(adv, kind, tau=0.8), rtol=1e-5, atol=1e-6)
+class WeightFunctionTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(*weights_lib.WEIGHT_KINDS)
+  def test_weight_functions_match_numpy(self, kind):
+    adv = np.concatenate([np.linspace(-3, 3, 41), [0.0, -0.01, -0.0099, -0.0101, 5.0, -5.0]]).astype(np.float32)
+    got = self.variant(lambda a: weights_lib.weights_from_advantage(a, kind, expectile=0.8))(jnp.asarray(adv))
+    np.testing.assert_allclose(got, numpy_weights(adv, kind, tau=0.8), rtol=1e-5, atol=1e-6)
 
 
 def test_dataset_weights_in_chunks_equal_direct_advantage():
@@ -114,62 +118,83 @@ def test_joint_network_size_and_weight_head_reads_block_2():
   assert np.max(np.abs(perturbed("LNResNetBlock_1")[:, -1] - out[:, -1])) > 1e-3  # the w head reads block 2
 
 
-def test_train_step_ema_and_loss():
-  cfg = tiny_diffusion_config(batch_size=16, ema=0.001)
-  state = model_lib.init_diffusion(jax.random.PRNGKey(0), 3, 2, cfg)
-  rng = np.random.default_rng(0)
-  data = model_lib.WeightedData(jnp.asarray(rng.normal(size=(50, 3)), jnp.float32),
-                                jnp.asarray(rng.uniform(-1, 1, (50, 2)), jnp.float32),
-                                jnp.asarray(rng.uniform(size=50), jnp.float32))
-  step = jax.jit(chex.assert_max_traces(model_lib.make_diffusion_step(2, cfg), n=1))
-  new, metrics = step(state, data, jax.random.PRNGKey(1))
-  step(new, data, jax.random.PRNGKey(2))  # compiles once
-  expected_ema = jax.tree.map(lambda p, e: 0.001 * p + 0.999 * e, new.params, state.ema_params)
-  chex_close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-  jax.tree.map(chex_close, new.ema_params, expected_ema)
-  assert int(new.step) == 1 and np.isfinite(float(metrics["loss"]))
-  # The loss is the eps loss summed over A + 1 = 3 dims: near 3 at init for a network that outputs ~0.
-  assert 0.5 < float(metrics["loss"]) < 20
+class DiffusionStepTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_train_step_ema_and_loss(self):
+    cfg = tiny_diffusion_config(batch_size=16, ema=0.001)
+    state = model_lib.init_diffusion(jax.random.PRNGKey(0), 3, 2, cfg)
+    rng = np.random.default_rng(0)
+    data = model_lib.WeightedData(jnp.asarray(rng.normal(size=(50, 3)), jnp.float32),
+                                  jnp.asarray(rng.uniform(-1, 1, (50, 2)), jnp.float32),
+                                  jnp.asarray(rng.uniform(size=50), jnp.float32))
+    step = model_lib.make_diffusion_step(2, cfg)
+    if self.variant.type == chex.ChexVariantType.WITH_JIT:
+      step = chex.assert_max_traces(step, n=1)
+    step = self.variant(step)
+    new, metrics = step(state, data, jax.random.PRNGKey(1))
+    step(new, data, jax.random.PRNGKey(2))  # jitted, it compiles once
+    expected_ema = jax.tree.map(lambda p, e: 0.001 * p + 0.999 * e, new.params, state.ema_params)
+    chex.assert_trees_all_close(new.ema_params, expected_ema, rtol=1e-6, atol=1e-7)
+    assert int(new.step) == 1 and np.isfinite(float(metrics["loss"]))
+    # The loss is the eps loss summed over A + 1 = 3 dims: near 3 at init for a network that outputs ~0.
+    assert 0.5 < float(metrics["loss"]) < 20
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Guidance
 
 
-def test_guided_eps_equals_finite_difference_gradient():
-  model = untrained_model(obs_dim=3, action_dim=2)
-  schedule = model.schedule
-  rng = np.random.default_rng(0)
-  b = 6
-  obs = jnp.asarray(rng.normal(size=(b, 3)), jnp.float32)
-  eps_fn = model.eps_fn(obs)
-  rho = 2.5
-  guided = jax.jit(sampling.guided_eps_fn(eps_fn, schedule, rho, w_min=1e-8, w_max=1e8))
-  checked = 0
-  for i in (0, 4, 9, 14):
-    alpha, sigma = (float(v) for v in schedule.index_alpha_sigma(i))  # discrete view, independent of the wrapper
-    z = np.concatenate([rng.uniform(-1, 1, (b, 2)), rng.uniform(0.5, 1.0, (b, 1))], axis=1).astype(np.float32)
-    t = jnp.float32(i)
+class GuidedEpsTest(chex.TestCase):
 
-    def log_w0(zz):  # numpy-side oracle of log w0hat for every row
-      e = np.asarray(eps_fn(jnp.asarray(zz, jnp.float32), t), np.float64)
-      return np.log((zz[:, -1] - sigma * e[:, -1]) / alpha)
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_guided_eps_equals_finite_difference_gradient(self):
+    model = untrained_model(obs_dim=3, action_dim=2)
+    schedule = model.schedule
+    rng = np.random.default_rng(0)
+    b = 6
+    obs = jnp.asarray(rng.normal(size=(b, 3)), jnp.float32)
+    eps_fn = model.eps_fn(obs)
+    rho = 2.5
+    guided = self.variant(sampling.guided_eps_fn(eps_fn, schedule, rho, w_min=1e-8, w_max=1e8))
+    checked = 0
+    for i in (0, 4, 9, 14):
+      alpha, sigma = (float(v) for v in schedule.index_alpha_sigma(i))  # discrete view, independent of the wrapper
+      z = np.concatenate([rng.uniform(-1, 1, (b, 2)), rng.uniform(0.5, 1.0, (b, 1))], axis=1).astype(np.float32)
+      t = jnp.float32(i)
 
-    base = log_w0(z.astype(np.float64))
-    h = 1e-2
-    grad = np.zeros_like(z, np.float64)
-    for d in range(3):
-      dz = np.zeros_like(z, np.float64)
-      dz[:, d] = h
-      grad[:, d] = (log_w0(z + dz) - log_w0(z - dz)) / (2 * h)  # rows are independent: one pass per dim
-    expected = np.asarray(eps_fn(jnp.asarray(z), t), np.float64) - rho * sigma * grad
-    got = np.asarray(guided(jnp.asarray(z), t))
-    ok = np.isfinite(base)
-    checked += ok.sum()
-    np.testing.assert_allclose(got[ok], expected[ok], rtol=2e-2, atol=2e-3)
-    # And the guidance actually moves eps (the test is not vacuous).
-    assert np.max(np.abs(got[ok] - np.asarray(eps_fn(jnp.asarray(z), t))[ok])) > 1e-3
-  assert checked >= 12
+      def log_w0(zz):  # numpy-side oracle of log w0hat for every row
+        e = np.asarray(eps_fn(jnp.asarray(zz, jnp.float32), t), np.float64)
+        return np.log((zz[:, -1] - sigma * e[:, -1]) / alpha)
+
+      base = log_w0(z.astype(np.float64))
+      h = 1e-2
+      grad = np.zeros_like(z, np.float64)
+      for d in range(3):
+        dz = np.zeros_like(z, np.float64)
+        dz[:, d] = h
+        grad[:, d] = (log_w0(z + dz) - log_w0(z - dz)) / (2 * h)  # rows are independent: one pass per dim
+      expected = np.asarray(eps_fn(jnp.asarray(z), t), np.float64) - rho * sigma * grad
+      got = np.asarray(guided(jnp.asarray(z), t))
+      ok = np.isfinite(base)
+      checked += ok.sum()
+      np.testing.assert_allclose(got[ok], expected[ok], rtol=2e-2, atol=2e-3)
+      # And the guidance actually moves eps (the test is not vacuous).
+      assert np.max(np.abs(got[ok] - np.asarray(eps_fn(jnp.asarray(z), t))[ok])) > 1e-3
+    assert checked >= 12
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_guided_eps_clips_w0_and_zeroes_nan_gradients(self):
+    schedule = model_lib.make_schedule(tiny_diffusion_config())
+    eps_fn = lambda x, t: 0.0 * jnp.sqrt(jnp.abs(x))  # eps = 0, but d/dx is 0 * inf = NaN at x = 0
+    z = jnp.asarray([[0.0, 0.5], [0.3, 0.5], [0.3, 2.0]], jnp.float32)
+    out = np.asarray(self.variant(sampling.guided_eps_fn(eps_fn, schedule, 1.0))(z, jnp.float32(3.0)))
+    assert np.all(np.isfinite(out))
+    _, sigma = schedule.index_alpha_sigma(3)
+    np.testing.assert_allclose(out[0], [0.0, -float(sigma) / 0.5], rtol=1e-5)  # the NaN d/da -> 0, d/dw kept
+    # d log(w_t / alpha) / d w_t = 1 / w_t
+    np.testing.assert_allclose(out[1], [0.0, -float(sigma) / 0.5], rtol=1e-5)
+    np.testing.assert_array_equal(out[2], 0.0)  # w0hat = 2 / alpha > 1 is clipped: no gradient
 
 
 def test_split_heads_give_the_same_guided_eps_without_a_backward_pass_through_block_3():
@@ -190,18 +215,6 @@ def test_split_heads_give_the_same_guided_eps_without_a_backward_pass_through_bl
 
   # Block 3's two dense layers, [B, h] -> [B, 4h] -> [B, h], are no longer transposed in the backward pass.
   assert flops(joint) - flops(split) >= 2 * (2 * b * hidden * 4 * hidden)
-
-
-def test_guided_eps_clips_w0_and_zeroes_nan_gradients():
-  schedule = model_lib.make_schedule(tiny_diffusion_config())
-  eps_fn = lambda x, t: 0.0 * jnp.sqrt(jnp.abs(x))  # eps = 0, but d/dx is 0 * inf = NaN at x = 0
-  z = jnp.asarray([[0.0, 0.5], [0.3, 0.5], [0.3, 2.0]], jnp.float32)
-  out = np.asarray(sampling.guided_eps_fn(eps_fn, schedule, 1.0)(z, jnp.float32(3.0)))
-  assert np.all(np.isfinite(out))
-  _, sigma = schedule.index_alpha_sigma(3)
-  np.testing.assert_allclose(out[0], [0.0, -float(sigma) / 0.5], rtol=1e-5)  # the NaN d/da -> 0, d/dw kept
-  np.testing.assert_allclose(out[1], [0.0, -float(sigma) / 0.5], rtol=1e-5)  # d log(w_t / alpha) / d w_t = 1 / w_t
-  np.testing.assert_array_equal(out[2], 0.0)  # w0hat = 2 / alpha > 1 is clipped: no gradient
 
 
 def test_rho_zero_is_the_plain_sampler():
@@ -233,12 +246,17 @@ def test_rho_zero_is_the_plain_sampler():
   assert np.max(np.abs(np.asarray(a1) - np.asarray(a0))) > 1e-4
 
 
-def test_swg_r_picks_best_candidate():
-  cands = jnp.asarray(np.random.default_rng(0).normal(size=(3, 5, 2)), jnp.float32)
-  scores = jnp.asarray(np.random.default_rng(1).normal(size=(3, 5)), jnp.float32)
-  got = sampling.select_best(cands, scores)
-  np.testing.assert_array_equal(got, np.asarray(cands)[np.arange(3), np.argmax(scores, 1)])
+class SelectBestTest(chex.TestCase):
 
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_swg_r_picks_best_candidate(self):
+    cands = jnp.asarray(np.random.default_rng(0).normal(size=(3, 5, 2)), jnp.float32)
+    scores = jnp.asarray(np.random.default_rng(1).normal(size=(3, 5)), jnp.float32)
+    got = self.variant(sampling.select_best)(cands, scores)
+    np.testing.assert_array_equal(got, np.asarray(cands)[np.arange(3), np.argmax(scores, 1)])
+
+
+def test_swg_r_sample_picks_best_candidate_by_q_or_w():
   cfg = ml_collections.ConfigDict(dict(hidden=(16, 16), value_layer_norm=True, lr=3e-4))
   critic = iql.init_critic(jax.random.PRNGKey(0), 3, 2, cfg)
   model = untrained_model(critic=critic)

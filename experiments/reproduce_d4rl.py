@@ -351,7 +351,7 @@ def main(argv):
     if unknown:
       raise ValueError(f"unknown --algos {unknown}; expected some of {POLICIES}")
     seeds = [int(s) for s in FLAGS.seeds]
-    shard = (0, 1) if FLAGS.report_only else parse_shard(FLAGS.shard)
+    shard = parse_shard(FLAGS.shard)  # with --report_only: n names the shard of each unfinished run
     distributed_flags.initialize_from_flags()
     from common import distributed
     distributed.check_seed_count(len(seeds))

@@ -83,9 +83,11 @@ def test_three_shards_one_killed_and_rerun(tmp_path, monkeypatch):
   assert f"| {MISSING[1]} | no data | 60.4 |" in report
 
   monkeypatch.setattr(run_lib, "evaluate_policy", real_evaluate)
-  outcomes = shard(0)  # the rerun resumes from the trained stages' checkpoints
+  metrics = os.path.join(out, PRESENT, "srpo", "metrics_policy.jsonl")
+  trained_before = open(metrics).read()
+  outcomes = shard(0)  # the rerun resumes: its stages are finished, only the evaluation is left
   assert "summary" in outcomes[(PRESENT, "srpo")]
-  assert os.path.getsize(os.path.join(out, PRESENT, "srpo", "metrics_policy.jsonl")) > 0
+  assert open(metrics).read() == trained_before
   final = shard(1, report_only=True)  # trains nothing, reports the whole grid from disk
   assert final.keys() == grid and "summary" in final[(PRESENT, "srpo")]
   report = open(report_path).read()

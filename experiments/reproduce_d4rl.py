@@ -21,6 +21,7 @@ the report.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -78,6 +79,7 @@ def run_config(algo: str, dataset: str, preset: str, seeds):
 def run_one(algo: str, dataset: str, preset: str, seeds, workdir: str, download: bool) -> dict:
   """Train and evaluate one (dataset, algorithm); returns {"summary": ...} or {"missing" | "failed": message}."""
   from common.data import DatasetError
+  from common.distributed import is_main_process
   from common.run import RunError
 
   summary_path = os.path.join(workdir, "summary.json")
@@ -86,6 +88,9 @@ def run_one(algo: str, dataset: str, preset: str, seeds, workdir: str, download:
       print(f"[reproduce] {dataset} {algo}: finished earlier, skipped", flush=True)
       return {"summary": json.load(f)}
   print(f"[reproduce] {dataset} {algo}: training seeds {list(seeds)} in {workdir}", flush=True)
+  if is_main_process():  # an earlier attempt's recorded outcome no longer holds while this one runs
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(os.path.join(workdir, NOT_FINISHED))
   try:
     config = run_config(algo, dataset, preset, seeds)
     return {"summary": algorithm_package(algo).train_and_evaluate(config, workdir, download=download)}

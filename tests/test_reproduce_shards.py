@@ -4,6 +4,7 @@ report. Smoke preset, a tiny D4RL-style file, SRPO only (its evaluation is one M
 shards' datasets are missing (cheap runs that still end in a recorded outcome)."""
 import os
 
+import ml_collections
 import pytest
 
 from common import run as run_lib
@@ -44,6 +45,31 @@ def test_bad_shard_is_refused_with_the_value(spec, env, message):
     reproduce_d4rl.parse_shard(spec, env)
 
 
+def test_a_new_attempt_clears_the_outcome_recorded_by_the_last(tmp_path, monkeypatch):
+  workdir = str(tmp_path / PRESENT / "srpo")
+  reproduce_d4rl.record_not_finished(workdir, {"failed": "a bug, since fixed"})
+  assert reproduce_d4rl.read_outcome(workdir) == {"failed": "a bug, since fixed"}
+  seen_while_running = []
+
+  class Package:
+    get_config = staticmethod(lambda arg: ml_collections.ConfigDict({"seeds": (0,)}))
+
+    @staticmethod
+    def train_and_evaluate(config, workdir, download):
+      seen_while_running.append(reproduce_d4rl.read_outcome(workdir))
+      raise Killed
+
+  monkeypatch.setattr(reproduce_d4rl, "algorithm_package", lambda algo: Package)
+  with pytest.raises(Killed):
+    reproduce_d4rl.run_one("srpo", PRESENT, "smoke", [0], workdir, False)
+  assert seen_while_running == [None] and reproduce_d4rl.read_outcome(workdir) is None  # running, then killed
+
+
+class Killed(BaseException):
+  """Stands for the job being killed: like SIGKILL or Ctrl-C, no `except Exception` in the code stops it (and, unlike
+  a KeyboardInterrupt, a test that lets it escape fails instead of stopping the whole session)."""
+
+
 def test_three_shards_one_killed_and_rerun(tmp_path, monkeypatch):
   d4rl_dir = tmp_path / "d4rl"
   d4rl_dir.mkdir()
@@ -61,7 +87,7 @@ def test_three_shards_one_killed_and_rerun(tmp_path, monkeypatch):
   real_evaluate = run_lib.evaluate_policy
 
   def killed(*args, **kwargs):  # the shard's process dies after training, before its evaluation is written
-    raise KeyboardInterrupt
+    raise Killed
 
   def shard(i, report_only=False):
     current[0] = i
@@ -69,7 +95,7 @@ def test_three_shards_one_killed_and_rerun(tmp_path, monkeypatch):
                                     shard=(i, 3), report_only=report_only)
 
   monkeypatch.setattr(run_lib, "evaluate_policy", killed)
-  with pytest.raises(KeyboardInterrupt):
+  with pytest.raises(Killed):
     shard(0)
   shard(1)
   outcomes = shard(2)

@@ -211,6 +211,7 @@ class Trainer:
                      (self.checkpoint_every and step % self.checkpoint_every == 0)):
           ckpt.save(step, {"state": state, "keys": keys})
         if interrupted:
+          bar.close()  # first, so that the message starts a line of its own instead of ending the bar's line
           print(f"[{self.name}] interrupted: saved step {step} of {self.num_steps} in {ckpt.directory}",
                 file=sys.stderr, flush=True)
           raise KeyboardInterrupt

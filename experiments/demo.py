@@ -4,13 +4,17 @@
    experiments/make_dataset.py) under <out>/minari, unless it is already there.
 2. SWG (critic -> weights -> joint diffusion; evaluated as SWG and SWG-R) and SRPO (critic -> behaviour -> policy)
    on it with the `demo` presets, 2 seeds each trained together, 20 evaluation episodes per seed in Reacher-v5.
-3. Report: <out>/report.md and <out>/reacher_returns.png — each policy's return against the dataset's average,
-   random actions and the noiseless controller.
+3. <out>/reacher.md and <out>/reacher_returns.png — each policy's return against the dataset's average, random
+   actions and the noiseless controller.
 4. The SWG toy experiment and the SRPO 2-D bandit experiment on all six datasets (<out>/toy_swg, <out>/toy_srpo).
+5. <out>/report.md: this run beside the committed reference (results/demo/, the numbers the README shows).
 
-Runs resume from <out>/reacher/<algo> when started again (--fresh starts over).
+<out> defaults to results/runs/demo, which git ignores: the committed reference is only read. Runs resume from
+<out>/reacher/<algo> when started again (--fresh starts over). To adopt a run as the new reference, copy reacher.md
+over results/demo/report.md and reacher_returns.png, toy_swg/ and toy_srpo/ beside it.
 
-  python -m experiments.demo [--out=results/demo] [--toy_size=small|full] [--fresh] [--skip_toys]
+  python -m experiments.demo [--out=results/runs/demo] [--toy_size=small|full] [--fresh] [--skip_toys]
+  python -m experiments.demo --preset=smoke --out=/tmp/demo     # tiny everything: checks the wiring in a minute
 """
 from __future__ import annotations
 
@@ -19,7 +23,19 @@ import os
 import shutil
 import time
 
+from experiments.demo_compare import comparison_report
 from experiments.report import POLICY_NAMES
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REFERENCE_DIR = os.path.join(REPO_ROOT, "results", "demo")  # committed: read, never written by the demo
+DEFAULT_OUT = os.path.join("results", "runs", "demo")  # ignored by git
+# What a preset changes besides the algorithms' config presets: the dataset (a smoke dataset gets its own id, so a
+# later full demo in the same folder never trains on it) and the toy experiments.
+PRESETS = {
+    "demo": dict(dataset_id=None, episodes=200, reference_episodes=50, toy_datasets=None),
+    "smoke": dict(dataset_id="builtin/reacher/noisy-smoke-v0", episodes=4, reference_episodes=2,
+                  toy_datasets="8gaussians"),
+}
 
 
 def dataset_reference(dataset_id: str) -> dict:
@@ -86,7 +102,8 @@ def plot_returns(rows: list[dict], ref: dict, path: str) -> None:
   plt.close(fig)
 
 
-def run_pipeline(out: str, fresh: bool) -> str:
+def run_pipeline(out: str, fresh: bool, preset: str = "demo") -> str:
+  """Dataset, both pipelines, <out>/reacher.md and <out>/reacher_returns.png; returns the markdown."""
   import srpo_jax
   import swg_jax
   from common.checkpoint import write_text_atomic
@@ -94,10 +111,12 @@ def run_pipeline(out: str, fresh: bool) -> str:
 
   import minari
 
-  dataset_id = make_dataset.DEFAULT_ID
+  spec = PRESETS[preset]
+  dataset_id = spec["dataset_id"] or make_dataset.DEFAULT_ID
   if dataset_id not in minari.list_local_datasets():
     print(f"[demo] building {dataset_id} in {os.environ['MINARI_DATASETS_PATH']}", flush=True)
-    make_dataset.make_reacher_dataset()
+    make_dataset.make_reacher_dataset(dataset_id, episodes=spec["episodes"],
+                                      reference_episodes=spec["reference_episodes"])
   ref = dataset_reference(dataset_id)
   start = time.time()
   summaries = {}
@@ -106,22 +125,35 @@ def run_pipeline(out: str, fresh: bool) -> str:
     if fresh:
       shutil.rmtree(workdir, ignore_errors=True)
     print(f"[demo] {algo.upper()} on {dataset_id} (workdir {workdir})", flush=True)
-    summaries[algo] = module.train_and_evaluate(module.get_config(f"{dataset_id}:demo"), workdir)
+    summaries[algo] = module.train_and_evaluate(module.get_config(f"{dataset_id}:{preset}"), workdir)
   rows = pipeline_rows(summaries, ref)
   text = pipeline_report(rows, ref, dataset_id, time.time() - start)
   plot_returns(rows, ref, os.path.join(out, "reacher_returns.png"))
-  write_text_atomic(os.path.join(out, "report.md"), text + "\n")
+  write_text_atomic(os.path.join(out, "reacher.md"), text + "\n")
   return text
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--out", default="results/demo")
-  parser.add_argument("--toy_size", default="small", choices=("small", "full"))
+  parser.add_argument("--out", default=DEFAULT_OUT, help="run folder (default ignored by git)")
+  parser.add_argument("--reference", default=REFERENCE_DIR, help="committed results to compare with (read only)")
+  parser.add_argument("--preset", default="demo", choices=sorted(PRESETS),
+                      help="smoke: tiny dataset, networks and toys (a wiring check, not a result)")
+  parser.add_argument("--toy_size", default=None, choices=("smoke", "small", "full"),
+                      help="default: small (smoke with --preset=smoke)")
   parser.add_argument("--fresh", action="store_true", help="retrain instead of resuming earlier demo runs")
   parser.add_argument("--skip_toys", action="store_true")
+  return parser
+
+
+def main(argv=None):
+  parser = build_parser()
   args = parser.parse_args(argv)
-  out = os.path.abspath(args.out)
+  out, reference = os.path.realpath(args.out), os.path.realpath(args.reference)
+  if out == reference or out.startswith(reference + os.sep):
+    parser.exit(2, f"error: --out={args.out!r} is the committed reference folder {reference} (or inside it); the "
+                   "demo writes to a run folder of its own and only reads the reference\n")
+  toy_size = args.toy_size or ("smoke" if args.preset == "smoke" else "small")
   os.makedirs(out, exist_ok=True)
   os.environ.setdefault("MINARI_DATASETS_PATH", os.path.join(out, "minari"))
   start = time.time()
@@ -129,22 +161,26 @@ def main(argv=None):
   from absl import logging
 
   logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
-  report = run_pipeline(out, args.fresh)
+  run_pipeline(out, args.fresh, args.preset)
 
   if not args.skip_toys:
     from common.toy_datasets import TOY_DATASETS
     from experiments import toy_srpo, toy_swg
 
-    datasets = ",".join(TOY_DATASETS)
+    datasets = PRESETS[args.preset]["toy_datasets"] or ",".join(TOY_DATASETS)
+    samples = [] if toy_size == "smoke" else ["--samples=2000"]
     print("[demo] SWG toy experiment", flush=True)
-    toy_swg.main([f"--size={args.toy_size}", f"--datasets={datasets}", "--samples=2000", f"--out={out}/toy_swg"])
+    toy_swg.main([f"--size={toy_size}", f"--datasets={datasets}", *samples, f"--out={out}/toy_swg"])
     print("[demo] SRPO bandit experiment", flush=True)
-    toy_srpo.main([f"--size={args.toy_size}", f"--datasets={datasets}", f"--out={out}/toy_srpo"])
-    for name in ("toy_swg", "toy_srpo"):
-      with open(os.path.join(out, name, "metrics.md")) as f:
-        print(f.read())
+    toy_srpo.main([f"--size={toy_size}", f"--datasets={datasets}", f"--out={out}/toy_srpo"])
+
+  from common.checkpoint import write_text_atomic
+
+  report = comparison_report(out, reference)
+  write_text_atomic(os.path.join(out, "report.md"), report)
   print(report)
-  print(f"[demo] done in {time.time() - start:.0f}s; report, figures and tables in {out}")
+  print(f"[demo] done in {time.time() - start:.0f}s; this run's report (beside the committed reference), figures "
+        f"and tables in {out}")
 
 
 if __name__ == "__main__":

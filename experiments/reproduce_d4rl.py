@@ -4,16 +4,24 @@ seeds with the papers' per-dataset hyperparameters — ending in results/d4rl.md
   python -m experiments.reproduce_d4rl                                     # everything, paper preset
   python -m experiments.reproduce_d4rl --datasets=locomotion --algos=srpo --seeds=0,1
   python -m experiments.reproduce_d4rl --datasets=hopper-medium-v2 --preset=smoke --out=/tmp/d4rl
+  python -m experiments.reproduce_d4rl --shard=2/8        # the third of 8 jobs (default: SLURM's job-array index)
+  python -m experiments.reproduce_d4rl --report_only      # the report of whatever is finished, no training
 
-One workdir per dataset and algorithm under --out (SWG and SWG-R share one trained model). Finished runs are skipped,
-unfinished ones resume from their checkpoints. A dataset that cannot be had (no internet, no file) is reported with
-the exact file to put where, and the others go on. The report is rewritten after every run.
+One workdir per dataset and algorithm under --out (SWG and SWG-R share one trained model): that (dataset, algorithm)
+run is the unit of work. Finished runs are skipped, unfinished ones resume from their checkpoints. A dataset that
+cannot be had (no internet, no file) is reported with the exact file to put where, and the others go on.
+
+--shard=i/n runs every n-th unit of the grid starting at unit i, so n jobs (e.g. a SLURM job array) share the grid
+without overlap. Every job rewrites the whole report after each of its runs, from what is on disk under --out:
+finished runs of all jobs, failures and missing data recorded beside the runs, and the runs not finished yet with the
+shard that owns them.
 
 With --distributed (see experiments/train.py) every run's seeds are spread over the processes, and process 0 writes
 the report.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -33,6 +41,7 @@ ANTMAZE = tuple(f"antmaze-{maze}-v0" for maze in ("umaze", "umaze-diverse", "med
 GROUPS = {"locomotion": LOCOMOTION, "antmaze": ANTMAZE}
 POLICIES = ("swg", "swgr", "srpo")
 TRAINED_BY = {"swg": "swg", "swgr": "swg", "srpo": "srpo"}  # policy -> the run that trains it
+NOT_FINISHED = "not_finished.json"  # beside a run that ended without a summary: {"missing" | "failed": message}
 
 # SRPO paper, Table 1 (D4RL normalised score). The SWG paper gives no per-dataset table (algorithms.md).
 PUBLISHED_SRPO = {
@@ -70,6 +79,7 @@ def run_config(algo: str, dataset: str, preset: str, seeds):
 def run_one(algo: str, dataset: str, preset: str, seeds, workdir: str, download: bool) -> dict:
   """Train and evaluate one (dataset, algorithm); returns {"summary": ...} or {"missing" | "failed": message}."""
   from common.data import DatasetError
+  from common.distributed import is_main_process
   from common.run import RunError
 
   summary_path = os.path.join(workdir, "summary.json")
@@ -78,23 +88,87 @@ def run_one(algo: str, dataset: str, preset: str, seeds, workdir: str, download:
       print(f"[reproduce] {dataset} {algo}: finished earlier, skipped", flush=True)
       return {"summary": json.load(f)}
   print(f"[reproduce] {dataset} {algo}: training seeds {list(seeds)} in {workdir}", flush=True)
+  if is_main_process():  # an earlier attempt's recorded outcome no longer holds while this one runs
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(os.path.join(workdir, NOT_FINISHED))
   try:
     config = run_config(algo, dataset, preset, seeds)
     return {"summary": algorithm_package(algo).train_and_evaluate(config, workdir, download=download)}
   except DatasetError as e:
-    return {"missing": str(e)}
+    return record_not_finished(workdir, {"missing": str(e)})
   except RunError as e:
-    return {"failed": str(e)}
+    return record_not_finished(workdir, {"failed": str(e)})
   except Exception as e:  # a bug in one run must not lose the others: keep the traceback beside the run
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "error.txt"), "w") as f:
-      f.write(traceback.format_exc())
-    return {"failed": f"{type(e).__name__}: {e} (traceback in {workdir}/error.txt)"}
+    from common.checkpoint import write_text_atomic
+
+    write_text_atomic(os.path.join(workdir, "error.txt"), traceback.format_exc())
+    return record_not_finished(workdir, {"failed": f"{type(e).__name__}: {e} (traceback in {workdir}/error.txt)"})
+
+
+def record_not_finished(workdir: str, outcome: dict) -> dict:
+  """Write a run's {"missing" | "failed": message} beside it (the report of every shard reads it); returns it."""
+  from common.checkpoint import write_json_atomic
+  from common.distributed import is_main_process
+
+  if is_main_process():
+    try:
+      write_json_atomic(os.path.join(workdir, NOT_FINISHED), outcome)
+    except OSError as e:  # an unwritable --out: this process still reports the outcome it has in hand
+      print(f"[reproduce] cannot record the outcome in {workdir}: {e}", file=sys.stderr, flush=True)
+  return outcome
+
+
+def read_outcome(workdir: str) -> dict | None:
+  """What is on disk for one run: {"summary": ...} when finished, the recorded {"missing" | "failed": ...} of a run
+  that ended without one, None when it has not ended (not started, running, or killed)."""
+  for name, wrap in (("summary.json", lambda d: {"summary": d}), (NOT_FINISHED, dict)):
+    try:
+      with open(os.path.join(workdir, name)) as f:
+        return wrap(json.load(f))
+    except FileNotFoundError:
+      continue
+    except (OSError, ValueError) as e:  # e.g. a file being replaced on a network file system: say so, go on
+      return {"failed": f"cannot read {os.path.join(workdir, name)}: {e}"}
+  return None
+
+
+def grid_units(datasets, policies) -> list[tuple[str, str]]:
+  """The units of work: one (dataset, training algorithm) run each, in a fixed order that every shard agrees on."""
+  algos = list(dict.fromkeys(TRAINED_BY[p] for p in policies))
+  return [(d, a) for d in datasets for a in algos]
+
+
+def parse_shard(spec: str | None, environ=None) -> tuple[int, int]:
+  """(i, n) from "--shard=i/n" (0 <= i < n), else from a SLURM job array (SLURM_ARRAY_TASK_ID minus
+  SLURM_ARRAY_TASK_MIN, of SLURM_ARRAY_TASK_COUNT), else (0, 1). Raises ValueError naming what is wrong."""
+  environ = os.environ if environ is None else environ
+  if spec:
+    source = f"--shard={spec!r}"
+    parts = spec.split("/")
+    try:
+      i, n = (int(p) for p in parts)
+    except ValueError:
+      raise ValueError(f"{source}: expected i/n with whole numbers, e.g. --shard=0/4 (the first of 4 jobs)") from None
+  elif environ.get("SLURM_ARRAY_TASK_ID") and environ.get("SLURM_ARRAY_TASK_COUNT"):
+    source = (f"SLURM_ARRAY_TASK_ID={environ['SLURM_ARRAY_TASK_ID']!r}, SLURM_ARRAY_TASK_MIN="
+              f"{environ.get('SLURM_ARRAY_TASK_MIN', '0')!r}, SLURM_ARRAY_TASK_COUNT="
+              f"{environ['SLURM_ARRAY_TASK_COUNT']!r}")
+    try:
+      i = int(environ["SLURM_ARRAY_TASK_ID"]) - int(environ.get("SLURM_ARRAY_TASK_MIN", "0"))
+      n = int(environ["SLURM_ARRAY_TASK_COUNT"])
+    except ValueError:
+      raise ValueError(f"{source}: not whole numbers; pass --shard=i/n") from None
+  else:
+    return 0, 1
+  if n < 1 or not 0 <= i < n:
+    hint = " (a job array with a step, e.g. --array=0-9:2? pass --shard=i/n)" if not spec else ""
+    raise ValueError(f"{source}: shard {i} of {n} does not exist; shards are numbered 0 to n-1 with n >= 1{hint}")
+  return i, n
 
 
 def _cell(outcome: dict | None, policy: str) -> str:
   if outcome is None:
-    return "not run"
+    return "not finished"
   if "missing" in outcome:
     return "no data"
   if "failed" in outcome:
@@ -151,9 +225,10 @@ def plot_scores(outcomes: dict, datasets, policies, path: str) -> str | None:
   return save_figure_atomic(fig, path)
 
 
-def report(outcomes: dict, datasets, policies, seeds, preset: str, wall_s: float) -> str:
+def report(outcomes: dict, datasets, policies, seeds, preset: str, wall_s: float, shards: int = 1) -> str:
   """results/d4rl.md: mean ± std over seeds of the normalised score, the published SRPO numbers beside ours,
-  group averages, training time per stage, the hardware and what could not be run and why."""
+  group averages, training time per stage, the hardware, what could not be run and why, and (outcome None) what is
+  not finished yet, with the shard of `shards` that runs it."""
   from common.run import device_description
 
   import jax
@@ -178,9 +253,13 @@ def report(outcomes: dict, datasets, policies, seeds, preset: str, wall_s: float
       avg.append(f"{sum(PUBLISHED_SRPO[d] for d in rows) / len(rows):.1f}")
     lines += ["| **average** | " + " | ".join(avg) + " |", ""]
 
-  timings, problems = [], []
+  timings, problems, pending = [], [], []
+  units = grid_units(datasets, policies)
   for (dataset, algo), outcome in outcomes.items():
-    if "summary" in outcome:
+    if outcome is None:
+      shard = f" (shard {units.index((dataset, algo)) % shards} of {shards})" if shards > 1 else ""
+      pending.append(f"- {dataset} / {algo}{shard}")
+    elif "summary" in outcome:
       s = outcome["summary"]
       stages = ", ".join(f"{k} {v:.0f}" for k, v in s.get("stage_seconds", {}).items())
       envs = {ev.get("env_id") or ev.get("skipped") for ev in s["eval"].values()}
@@ -195,40 +274,57 @@ def report(outcomes: dict, datasets, policies, seeds, preset: str, wall_s: float
               "|---|---|---|---|", *timings]
   if problems:
     lines += ["", "## Not run", "", *problems]
+  if pending:
+    lines += ["", f"## Not finished yet ({len(pending)} of {len(outcomes)} runs)", "",
+              "Not started, still running, or stopped before their summary (rerun the same command, with the same "
+              "--shard, to resume them):", "", *pending]
   return "\n".join(lines) + "\n"
 
 
-def reproduce(datasets, policies, seeds, preset: str, out: str, report_path: str, download: bool = True) -> dict:
-  """Runs what is not finished, rewriting the report after each run. Returns {(dataset, algo): outcome}."""
+def reproduce(datasets, policies, seeds, preset: str, out: str, report_path: str, download: bool = True,
+              shard: tuple[int, int] = (0, 1), report_only: bool = False) -> dict:
+  """Runs this shard's units of the grid that are not finished (none with report_only), rewriting the whole grid's
+  report after each. Returns {(dataset, algo): outcome or None (not finished)} for the whole grid."""
   from common.checkpoint import write_text_atomic
   from common.distributed import is_main_process
 
   start = time.time()
-  algos = list(dict.fromkeys(TRAINED_BY[p] for p in policies))
-  outcomes = {}
+  units = grid_units(datasets, policies)
+  index, count = shard
+  mine = [] if report_only else units[index::count]
+  ours = {}  # outcomes of this process, in case they could not be recorded on disk
 
-  def write_report():
+  def grid_outcomes() -> dict:
+    return {u: ours.get(u) or read_outcome(os.path.join(out, *u)) for u in units}
+
+  def write_report() -> dict:
+    outcomes = grid_outcomes()
     if is_main_process():
       png = plot_scores(outcomes, datasets, policies, os.path.splitext(report_path)[0] + ".png")
-      text = report(outcomes, datasets, policies, seeds, preset, time.time() - start)
+      text = report(outcomes, datasets, policies, seeds, preset, time.time() - start, shards=count)
       if png:
         text += f"\n![D4RL normalised scores]({os.path.basename(png)})\n"
       write_text_atomic(report_path, text)
+    return outcomes
 
-  for dataset in datasets:
-    for algo in algos:
-      outcome = run_one(algo, dataset, preset, seeds, os.path.join(out, dataset, algo), download)
-      outcomes[(dataset, algo)] = outcome
-      if "missing" in outcome:
-        print(f"[reproduce] {dataset}: {outcome['missing']}", flush=True)
-        for other in algos:  # the same data would be missing again
-          outcomes.setdefault((dataset, other), outcome)
-        break
-      if "failed" in outcome:
-        print(f"[reproduce] {dataset} {algo} failed: {outcome['failed']}", flush=True)
-      write_report()
-  write_report()
-  return outcomes
+  if count > 1 and mine:
+    print(f"[reproduce] shard {index} of {count}: {len(mine)} of {len(units)} runs: "
+          + ", ".join(f"{d} {a}" for d, a in mine), flush=True)
+  missing = {}  # dataset -> outcome: the same data would be missing again for its other algorithm
+  for dataset, algo in mine:
+    workdir = os.path.join(out, dataset, algo)
+    if dataset in missing:
+      outcome = record_not_finished(workdir, missing[dataset])
+    else:
+      outcome = run_one(algo, dataset, preset, seeds, workdir, download)
+    ours[(dataset, algo)] = outcome
+    if "missing" in outcome and dataset not in missing:
+      missing[dataset] = outcome
+      print(f"[reproduce] {dataset}: {outcome['missing']}", flush=True)
+    if "failed" in outcome:
+      print(f"[reproduce] {dataset} {algo} failed: {outcome['failed']}", flush=True)
+    write_report()
+  return write_report()
 
 
 FLAGS = flags.FLAGS
@@ -243,6 +339,9 @@ def define_flags() -> None:
   flags.DEFINE_string("out", "results/d4rl", "Root of the per-run workdirs.")
   flags.DEFINE_string("report", "results/d4rl.md", "Markdown report.")
   flags.DEFINE_bool("download", True, "Fetch missing D4RL files from their public URLs.")
+  flags.DEFINE_string("shard", None, "i/n: run every n-th (dataset, algorithm) run of the grid from run i, for n jobs "
+                      "sharing one --out (default: SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT when set).")
+  flags.DEFINE_bool("report_only", False, "Train nothing: write the report of what is finished under --out.")
   distributed_flags.define_flags()
 
 
@@ -257,18 +356,22 @@ def main(argv):
     if unknown:
       raise ValueError(f"unknown --algos {unknown}; expected some of {POLICIES}")
     seeds = [int(s) for s in FLAGS.seeds]
+    shard = parse_shard(FLAGS.shard)  # with --report_only: n names the shard of each unfinished run
     distributed_flags.initialize_from_flags()
     from common import distributed
     distributed.check_seed_count(len(seeds))
   except ValueError as e:
     sys.exit(f"error: {e}")
-  outcomes = reproduce(datasets, FLAGS.algos, seeds, FLAGS.preset, FLAGS.out, FLAGS.report, FLAGS.download)
+  outcomes = reproduce(datasets, FLAGS.algos, seeds, FLAGS.preset, FLAGS.out, FLAGS.report, FLAGS.download,
+                       shard=shard, report_only=FLAGS.report_only)
   if distributed.is_main_process():
     with open(FLAGS.report) as f:
       print(f.read())
-  bad = [k for k, o in outcomes.items() if "summary" not in o]
+  # A shard answers for its own runs; --report_only (and an unsharded run) for the whole grid.
+  own = list(outcomes) if FLAGS.report_only else grid_units(datasets, FLAGS.algos)[shard[0]::shard[1]]
+  bad = [u for u in own if not outcomes[u] or "summary" not in outcomes[u]]
   if bad:
-    sys.exit(f"{len(bad)} of {len(outcomes)} runs could not finish (see 'Not run' in {FLAGS.report})")
+    sys.exit(f"{len(bad)} of {len(own)} runs are not finished (see 'Not run' / 'Not finished yet' in {FLAGS.report})")
 
 
 if __name__ == "__main__":

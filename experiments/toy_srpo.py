@@ -2,6 +2,9 @@
 
   python -m experiments.toy_srpo --size=small --out=/tmp/toy_srpo
   python -m experiments.toy_srpo --size=full --out=results/toy_srpo     # all six datasets, paper-size nets
+  python -m experiments.toy_srpo --size=smoke --out=/tmp/toy_srpo       # a few steps: checks the wiring
+
+A progress bar (rate and ETA) counts the training steps of every behaviour model and policy.
 
 Per dataset a diffusion behaviour model is trained on the points (no state). The targets a_target form a grid; one
 Dirac policy per 1/beta is extracted with the target as its state (q(s, a) = -||a - s||^2, the behaviour ignores s),
@@ -21,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from tqdm.auto import tqdm
 
 import srpo_jax
 from common.checkpoint import write_text_atomic
@@ -33,6 +37,7 @@ from srpo_jax import configs
 INV_BETAS = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)
 GREEDY_BETA = 1e6  # 1/beta = 0: the regulariser is negligible next to the Q term (Adam is scale-free)
 SIZES = {
+    "smoke": dict(datasets=("8gaussians",), data=2000, hidden=16, beh_steps=20, beh_batch=64, pol_steps=20, grid=2),
     "small": dict(datasets=("8gaussians", "moons"), data=20_000, hidden=64, beh_steps=3000, beh_batch=512,
                   pol_steps=2000, grid=5),
     "full": dict(datasets=TOY_DATASETS, data=100_000, hidden=256, beh_steps=30_000, beh_batch=2048,
@@ -63,11 +68,20 @@ def nearest_distance(x: np.ndarray, points: np.ndarray) -> np.ndarray:
   return np.sqrt(np.min(np.sum((x[:, None] - points[None]) ** 2, -1), axis=1))
 
 
-def run_dataset(name: str, size: dict, seed: int, weighting: str = "sigma2"):
+def total_steps(size: dict) -> int:
+  """Training steps of a whole run: per dataset one behaviour model and one policy per 1/beta."""
+  return len(size["datasets"]) * (size["beh_steps"] + len(INV_BETAS) * size["pol_steps"])
+
+
+def run_dataset(name: str, size: dict, seed: int, weighting: str = "sigma2", bar=None):
+  """Behaviour model and one policy per 1/beta on one dataset; advances `bar` (tqdm) by the steps trained."""
+  bar = bar if bar is not None else tqdm(disable=True)
   points, _ = sample_toy(name, size["data"], np.random.default_rng(seed))
   no_state = np.zeros((len(points), 0), np.float32)
+  bar.set_postfix_str(f"{name}: behaviour")
   beh = srpo_jax.fit_behavior(no_state, points, behavior_config(size), jax.random.PRNGKey(seed),
                               steps_per_call=min(1000, size["beh_steps"]))
+  bar.update(size["beh_steps"])
   eps0 = behavior_lib.behavior_eps_fn(beh.params, apply_fn=beh.apply_fn)
   eps_fn = lambda a_t, t, s: eps0(a_t, t, jnp.zeros((a_t.shape[0], 0), a_t.dtype))
   samples = np.asarray(behavior_lib.sample_behavior(eps_fn, jnp.zeros((2000, 0)), 2, jax.random.PRNGKey(seed + 1)))
@@ -79,16 +93,18 @@ def run_dataset(name: str, size: dict, seed: int, weighting: str = "sigma2"):
   actions, rows = {}, []
   for inv_beta in INV_BETAS:
     cfg = policy_config(size, inv_beta, weighting)
+    bar.set_postfix_str(f"{name}: policy 1/beta={inv_beta}")
     pol = srpo_jax.extract_policy(eps_fn, q_fn, targets, cfg, jax.random.PRNGKey(seed + 3), action_dim=2,
                                   steps_per_call=min(1000, size["pol_steps"]))
     a = np.asarray(srpo_jax.act(pol, jnp.asarray(targets)))
+    bar.update(size["pol_steps"])
     actions[inv_beta] = a
     rows.append({"dataset": name, "inv_beta": inv_beta,
                  "dist_to_target": float(np.mean(np.linalg.norm(a - targets, axis=-1))),
                  "dist_to_data": float(np.mean(nearest_distance(a, points[:20_000]))),
                  "behavior_energy_distance": behavior_ed})
-    print(f"  {name} 1/beta={inv_beta}: |a - target| {rows[-1]['dist_to_target']:.3f}, "
-          f"dist to data {rows[-1]['dist_to_data']:.3f}", flush=True)
+    bar.write(f"  {name} 1/beta={inv_beta}: |a - target| {rows[-1]['dist_to_target']:.3f}, "  # not onto the bar
+              f"dist to data {rows[-1]['dist_to_data']:.3f}")
   return {"points": points[:3000], "samples": samples, "targets": targets, "actions": actions}, rows
 
 
@@ -135,10 +151,11 @@ def main(argv=None):
   os.makedirs(args.out, exist_ok=True)
   start = time.time()
   panels, rows = {}, []
-  for name in size["datasets"]:
-    print(f"{name}:", flush=True)
-    panels[name], r = run_dataset(name, size, args.seed, args.weighting)
-    rows += r
+  with tqdm(total=total_steps(size), desc="toy_srpo", unit="step", dynamic_ncols=True, smoothing=0.1) as bar:
+    for name in size["datasets"]:
+      bar.write(f"{name}:")
+      panels[name], r = run_dataset(name, size, args.seed, args.weighting, bar)
+      rows += r
   plot(panels, os.path.join(args.out, "toy_srpo.png"))
   meta = {"size": args.size, "seed": args.seed, "weighting": args.weighting, "inv_betas": INV_BETAS,
           "seconds": round(time.time() - start, 1), "backend": jax.default_backend(),

@@ -43,6 +43,8 @@ BETAS = (0.0, 1.0, 5.0, 10.0, 15.0)
 BETA_NORM = 15.0  # the state fed to the network is beta / BETA_NORM
 DATA_SCALE = SCALE / 2  # the model's coordinates: [-1, 1] points times this
 SIZES = {
+    "smoke": dict(datasets=("8gaussians",), samples=200, steps=20, hidden=16, batch=64, data=2000, lr=3e-3,
+                  timesteps=10),
     "small": dict(datasets=("8gaussians", "2spirals"), samples=500, steps=5000, hidden=64, batch=512, data=20_000,
                   lr=3e-3, timesteps=50),
     "full": dict(datasets=TOY_DATASETS, samples=2000, steps=50_000, hidden=256, batch=1024, data=100_000,

@@ -39,7 +39,7 @@ def minari_root(tmp_path_factory):
 
 
 def run_validate(out, **kwargs):
-  return validate.validate([DATASET], ["srpo", "swg"], preset="smoke", seeds=[0, 1], episodes=2, evals=4,
+  return validate.validate([DATASET], ["srpo", "swg"], preset="smoke", seeds=[0, 1], episodes=2, evals=3,
                            out=str(out), progress=False, log=lambda *a: None, **kwargs)
 
 
@@ -51,30 +51,31 @@ def test_whole_flow_resumes_without_redoing_evaluations(minari_root, tmp_path, m
 
   def counting(policy_fn, config, info, workdir, name):
     calls.append(name)
-    if name == "srpo_step0000015" and not interrupted:
+    if name == "srpo_step0000014" and not interrupted:
       interrupted.append(name)
-      raise KeyboardInterrupt  # Ctrl-C in the middle of the third SRPO evaluation
+      raise KeyboardInterrupt  # Ctrl-C in the middle of the second SRPO evaluation
     return real(policy_fn, config, info, workdir, name)
 
   monkeypatch.setattr(run_lib, "evaluate_policy", counting)
   with pytest.raises(KeyboardInterrupt):
     run_validate(out)
-  assert calls == ["srpo_step0000005", "srpo_step0000010", "srpo_step0000015"]
+  assert calls == ["srpo_step0000007", "srpo_step0000014"]
   srpo_dir = out / "runs" / DATASET.replace("/", "_") / "srpo"
-  finished = {n: (srpo_dir / f"eval_{n}.json").read_text() for n in calls[:2]}
-  assert not (srpo_dir / "eval_srpo_step0000015.json").exists()
+  finished = {n: (srpo_dir / f"eval_{n}.json").read_text() for n in calls[:1]}
+  assert not (srpo_dir / "eval_srpo_step0000014.json").exists()
 
   calls.clear()
   results = run_validate(out)
-  # Smoke sizes: SRPO's policy stage has 20 steps (evaluated every 5), SWG's diffusion stage 200 (every 50).
-  swg_steps = [50, 100, 150, 200]
-  assert calls == ["srpo_step0000015", "srpo_step0000020"] + [
+  # Smoke sizes, 3 evaluations: SRPO's policy stage has 20 steps (every ceil(20 / 3) = 7, and the end), SWG's
+  # diffusion stage 200 (every 67, and the end).
+  swg_steps = [67, 134, 200]
+  assert calls == ["srpo_step0000014", "srpo_step0000020"] + [
       f"{p}_step{s:07d}" for s in swg_steps for p in ("swg", "swgr")]
   for name, text in finished.items():  # not redone, not rewritten
     assert (srpo_dir / f"eval_{name}.json").read_text() == text
 
   (result,) = results
-  assert [p["step"] for p in result["curves"]["srpo"]] == [5, 10, 15, 20]
+  assert [p["step"] for p in result["curves"]["srpo"]] == [7, 14, 20]
   assert [p["step"] for p in result["curves"]["swg"]] == swg_steps == [p["step"] for p in result["curves"]["swgr"]]
   for policy, curve in result["curves"].items():
     algo = "srpo" if policy == "srpo" else "swg"

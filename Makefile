@@ -9,7 +9,7 @@ ARGS ?=
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: install test demo bench reproduce-d4rl datasets clean
+.PHONY: install test demo bench reproduce-d4rl datasets validate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ datasets: $(STAMP)
 	  if [ -d "$${MINARI_DATASETS_PATH:-$$HOME/.minari/datasets}/recipes/$$name/$$level-v0" ]; then \
 	    echo "recipes/$$name/$$level-v0 is there already"; \
 	  else $(PY) -m experiments.make_dataset --recipe=$$level --env=$$env $(ARGS); fi; done; done
+
+# SRPO, SWG and SWG-R on the datasets of `make datasets` (the `validate` preset, 2 seeds), with learning curves, a
+# table and the times in results/validate/; a rerun resumes. Subsets: make validate ARGS="--datasets=... --algos=srpo"
+validate: $(STAMP)
+	$(PY) -m experiments.validate $(ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -118,13 +118,22 @@ class Trainer:
   and resumes from the latest checkpoint there. A stage already at `num_steps` is not run again.
   Across processes, seeds are always sharded, only process 0 writes metrics and shows progress, and `run` returns
   the whole final state in every process.
+
+  `callback(step, state)` (e.g. an evaluation on the way) runs at every multiple of `callback_every` and at
+  `num_steps`, after the state of that step is checkpointed (with a workdir), and again for the step a resumed run
+  starts from when that step is one of them (so a callback cut short by an interruption is redone; it should skip
+  work it finished before). Chunks never step over those steps. The state it gets is donated to the next chunk:
+  use it, do not keep it. Single process only.
   """
 
   def __init__(self, step_fn: StepFn, *, num_steps: int, steps_per_call: int = 1000, name: str = "train",
                workdir: str | None = None, checkpoint_every: int | None = None, progress: bool = True,
-               shard_seeds: bool | None = None, devices=None, data_per_seed=False):
+               shard_seeds: bool | None = None, devices=None, data_per_seed=False,
+               callback: Callable[[int, Any], None] | None = None, callback_every: int = 0):
     if num_steps < 0 or steps_per_call <= 0:
       raise ValueError(f"num_steps must be >= 0 and steps_per_call > 0, got {num_steps}, {steps_per_call}")
+    if callback_every < 0 or (callback is not None and jax.process_count() > 1):
+      raise ValueError(f"callback_every must be >= 0 (got {callback_every}) and a callback needs a single process")
     self.step_fn = step_fn
     self.num_steps = num_steps
     self.steps_per_call = steps_per_call
@@ -137,6 +146,8 @@ class Trainer:
       raise ValueError("shard_seeds=False with several processes: every process would train every seed")
     self.devices = devices
     self.data_per_seed = data_per_seed
+    self.callback = callback
+    self.callback_every = callback_every
     self._compiled: dict[int, Callable] = {}
     self.history: list[dict] = []
 
@@ -182,6 +193,8 @@ class Trainer:
         print(f"[{self.name}] {done} {step} of {self.num_steps} ({ckpt.directory})", file=sys.stderr, flush=True)
       if metrics_path:
         _truncate_metrics(metrics_path, step)
+      if step and self._callback_due(step):  # its callback may have been cut short: it skips what it finished
+        self.callback(step, state)
 
     bar = _progress_bar(self.num_steps, step, self.name, self.progress)
     try:
@@ -189,6 +202,8 @@ class Trainer:
         k = min(self.steps_per_call, self.num_steps - step)
         if self.checkpoint_every:  # never step over a checkpoint boundary
           k = min(k, self.checkpoint_every - step % self.checkpoint_every)
+        if self.callback is not None and self.callback_every:  # nor over a callback's step
+          k = min(k, self.callback_every - step % self.callback_every)
         start = time.perf_counter()
         metrics, interrupted = None, False
         try:
@@ -207,7 +222,7 @@ class Trainer:
         if metrics_path:
           with open(metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
-        if ckpt and (interrupted or step == self.num_steps or
+        if ckpt and (interrupted or step == self.num_steps or self._callback_due(step) or
                      (self.checkpoint_every and step % self.checkpoint_every == 0)):
           ckpt.save(step, {"state": state, "keys": keys})
         if interrupted:
@@ -217,6 +232,8 @@ class Trainer:
           raise KeyboardInterrupt
         bar.update(k)
         bar.set_postfix({n: f"{float(np.mean(v)):.4g}" for n, v in list(metrics.items())[:3]})
+        if self._callback_due(step):
+          self.callback(step, state)
     finally:
       bar.close()
       if ckpt:
@@ -224,6 +241,10 @@ class Trainer:
     if jax.process_count() > 1:  # what follows the stage runs in every process on the whole state
       state = jax.tree.map(jnp.asarray, distributed.to_host(state))
     return state
+
+  def _callback_due(self, step: int) -> bool:
+    return self.callback is not None and (step == self.num_steps or
+                                          bool(self.callback_every and step % self.callback_every == 0))
 
   def _restore(self, ckpt: Checkpointer, step: int, state, keys):
     like = {"state": state, "keys": keys}

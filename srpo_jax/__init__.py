@@ -69,8 +69,12 @@ class SRPOResult(flax.struct.PyTreeNode):
   policy: Policy
 
 
-def train(config, data: OfflineData, workdir: str | None = None) -> SRPOResult:
-  """Critic -> behaviour -> policy for every seed in config.seeds (vmapped), with checkpoints/resume in workdir."""
+def train(config, data: OfflineData, workdir: str | None = None, *, policy_callback=None,
+          callback_every: int = 0) -> SRPOResult:
+  """Critic -> behaviour -> policy for every seed in config.seeds (vmapped), with checkpoints/resume in workdir.
+
+  policy_callback(step, policy): called with the seed-stacked `Policy` of the policy stage at every multiple of
+  `callback_every` and at its last step (e.g. to evaluate on the way; `common.training.Trainer`'s callback)."""
   if data.observations.ndim != 2 or data.actions.ndim != 2:
     raise ValueError(f"data.observations [N, S] and data.actions [N, A] needed, got {data.observations.shape}, "
                      f"{data.actions.shape}")
@@ -105,10 +109,12 @@ def train(config, data: OfflineData, workdir: str | None = None) -> SRPOResult:
   policy_lib.check_q_grad(lambda s, a: q_apply(first.q_params, s, a), probe,
                           first.policy.apply_fn(first.policy.params, probe), pcfg.normalize_q_grad)
   step = policy_lib.make_policy_step(eps_apply, q_apply, pcfg)
-  state, _ = policy_lib.run_policy_stage(step, state, data.observations, stage_keys(5), pcfg, **common)
-  policy = Policy(params=state.policy.params, action_dim=action_dim, hidden=pcfg.hidden,
-                  num_layers=pcfg.num_layers, stacked=True)
-  return SRPOResult(critic=critic, behavior=beh, policy=policy)
+  to_policy = lambda state: Policy(params=state.policy.params, action_dim=action_dim, hidden=pcfg.hidden,
+                                   num_layers=pcfg.num_layers, stacked=True)
+  callback = None if policy_callback is None else lambda i, state: policy_callback(i, to_policy(state))
+  state, _ = policy_lib.run_policy_stage(step, state, data.observations, stage_keys(5), pcfg, callback=callback,
+                                         callback_every=callback_every, **common)
+  return SRPOResult(critic=critic, behavior=beh, policy=to_policy(state))
 
 
 def train_and_evaluate(config, workdir: str | None = None, *, download: bool = True) -> dict:

@@ -3,8 +3,9 @@
   python -m experiments.train --algo=srpo --config=srpo_jax/configs.py:hopper-medium-v2:paper --seeds=0,1,2,3,4
 
 Presets: "paper" (the official code's numbers: 1.5M critic, 2M behaviour and 1M policy steps), "demo" (small networks,
-a few thousand steps: the built-in Reacher dataset in minutes on a CPU) and "smoke" (tiny nets, a few steps: wiring
-checks only). Any id of a dataset of the paper's tables (D4RL name, Minari port, recipe rebuild:
+a few thousand steps: the built-in Reacher dataset in minutes on a CPU), "validate" (the demo's networks, 30k critic,
+30k behaviour and 20k policy steps, 2 seeds, 10 evaluation episodes: `make validate`'s locomotion learning check) and
+"smoke" (tiny nets, a few steps: wiring checks only). Any id of a dataset of the paper's tables (D4RL name, Minari port, recipe rebuild:
 `common.dataset_ids.d4rl_name_for`) sets beta (the official per-dataset table), the IQL expectile (0.9 AntMaze / 0.7
 otherwise), the policy depth (4 AntMaze / 2 otherwise), AntMaze's per-sample normalisation of grad_a Q and, like any
 dataset name, the reward preprocessing kind; other datasets keep the defaults below (beta 0.05) and say so once.
@@ -25,7 +26,7 @@ BETAS = {
     "antmaze-umaze": 0.02, "antmaze-umaze-diverse": 0.04, "antmaze-medium-play": 0.08,
     "antmaze-medium-diverse": 0.05, "antmaze-large-play": 0.06, "antmaze-large-diverse": 0.05,
 }
-PRESETS = ("paper", "demo", "smoke")
+PRESETS = ("paper", "demo", "validate", "smoke")
 
 
 def dataset_overrides(dataset: str) -> dict | None:
@@ -69,6 +70,18 @@ def demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
+def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`make validate`: the demo's behaviour network, step counts sized for about 20 minutes per dataset on 2 CPU
+  cores with the evaluations on the way (an estimate from the demo's measured speed, see experiments/validate.py)."""
+  c = demo(c)
+  c.checkpoint_every = 5000
+  c.critic.update(num_steps=30_000)
+  c.behavior.update(num_steps=30_000)
+  c.policy.update(num_steps=20_000)
+  c.eval.episodes = 10
+  return c
+
+
 def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.steps_per_call = 10
   c.progress = False
@@ -99,4 +112,4 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
   return _PRESET_FNS[preset](c)
 
 
-_PRESET_FNS = {"paper": lambda c: c, "demo": demo, "smoke": smoke}
+_PRESET_FNS = {"paper": lambda c: c, "demo": demo, "validate": validate, "smoke": smoke}

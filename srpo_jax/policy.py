@@ -210,9 +210,12 @@ def check_history(history: list[dict], name: str = "policy") -> None:
 
 
 def run_policy_stage(step_fn, state: PolicyStageState, observations: jax.Array, keys: jax.Array, config, *,
-                     steps_per_call: int, workdir=None, progress=False, checkpoint_every=None):
+                     steps_per_call: int, workdir=None, progress=False, checkpoint_every=None, callback=None,
+                     callback_every: int = 0):
+  """The policy stage under a Trainer (callback(step, stage state): see `common.training.Trainer`)."""
   trainer = Trainer(step_fn, num_steps=int(config.num_steps), steps_per_call=steps_per_call, name="policy",
-                    workdir=workdir, checkpoint_every=checkpoint_every, progress=progress)
+                    workdir=workdir, checkpoint_every=checkpoint_every, progress=progress, callback=callback,
+                    callback_every=callback_every)
   state = trainer.run(state, observations, keys)
   check_history(trainer.history)
   return state, trainer.history

@@ -3,7 +3,9 @@
   python -m experiments.train --algo=swg --config=swg_jax/configs.py:antmaze-umaze-v0:paper --seeds=0,1,2,3,4
 
 Presets: "paper" (the official numbers below), "demo" (small networks and a few thousand steps: the built-in Reacher
-dataset in minutes on a CPU) and "smoke" (tiny, a few steps: wiring checks only).
+dataset in minutes on a CPU), "validate" (the demo's networks, 30k + 30k steps, 2 seeds, 10 evaluation episodes:
+`make validate`'s locomotion learning check, estimated at about a quarter of an hour per dataset on 2 CPU cores)
+and "smoke" (tiny, a few steps: wiring checks only).
 
 Paper values are those of the official JAX code (configs/D4RL/config.yaml): critic 500k steps at batch 256, diffusion
 1M steps at batch 1024, lr 3e-4 cosine-decayed over the paper's 3M horizon, EMA 0.001, T = 15, dropout 0.1,
@@ -20,7 +22,7 @@ from common.data import infer_reward_kind
 from common.dataset_ids import announce_defaults, d4rl_name_for, paper_dataset_for
 from common.run import add_run_fields, split_config_arg
 
-PRESETS = ("paper", "demo", "smoke")
+PRESETS = ("paper", "demo", "validate", "smoke")
 GUIDANCE_SWEEP = (1.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0)
 
 
@@ -62,6 +64,17 @@ def _demo() -> ml_collections.ConfigDict:
   return c
 
 
+def _validate() -> ml_collections.ConfigDict:
+  """`make validate`: the demo's diffusion network, step counts sized for about 20 minutes per dataset on 2 CPU
+  cores with the evaluations on the way (an estimate from the demo's measured speed, see experiments/validate.py)."""
+  c = _demo()
+  c.checkpoint_every = 5000
+  c.critic.update(num_steps=30_000)
+  c.diffusion.update(num_steps=30_000, decay_steps=30_000)
+  c.eval.episodes = 10
+  return c
+
+
 def _smoke() -> ml_collections.ConfigDict:
   c = _paper()
   c.steps_per_call = 100
@@ -76,11 +89,11 @@ def _smoke() -> ml_collections.ConfigDict:
   return c
 
 
-_BUILDERS = {"paper": _paper, "demo": _demo, "smoke": _smoke}
+_BUILDERS = {"paper": _paper, "demo": _demo, "validate": _validate, "smoke": _smoke}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """arg: "paper" | "demo" | "smoke" | "<dataset>:<preset>" | "<dataset>" (paper preset)."""
+  """arg: "paper" | "demo" | "validate" | "smoke" | "<dataset>:<preset>" | "<dataset>" (paper preset)."""
   dataset, preset = split_config_arg(arg, PRESETS, "SWG")
   c = _BUILDERS[preset]()
   if dataset:

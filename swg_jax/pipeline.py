@@ -25,10 +25,14 @@ class TrainResult(NamedTuple):
   advantages: np.ndarray
 
 
-def train(config, data: OfflineData, *, workdir: str | None = None) -> TrainResult:
+def train(config, data: OfflineData, *, workdir: str | None = None, model_callback=None,
+          callback_every: int = 0) -> TrainResult:
   """Algorithm 3 then 1 for every seed in config.seeds, vmapped: IQL critic -> weights over the dataset (one set per
   seed, from that seed's critic) -> joint diffusion. data: preprocessed OfflineData. With a workdir every stage
-  checkpoints and an interrupted run resumes (the weights are recomputed from the restored critic)."""
+  checkpoints and an interrupted run resumes (the weights are recomputed from the restored critic).
+  model_callback(step, model): called with the seed-stacked `SWGModel` (EMA parameters, with the critic) of the
+  diffusion stage at every multiple of `callback_every` and at its last step (`common.training.Trainer`'s
+  callback), e.g. to evaluate on the way."""
   if data.observations.ndim != 2 or data.actions.ndim != 2:
     raise ValueError(f"data.observations [N, S] and data.actions [N, A] needed, got {data.observations.shape}, "
                      f"{data.actions.shape}")
@@ -42,7 +46,7 @@ def train(config, data: OfflineData, *, workdir: str | None = None) -> TrainResu
   _warn_above_w_max(w, config)
   weighted = WeightedData(observations=data.observations, actions=data.actions, weights=jnp.asarray(w))
   model = _fit_seeds(weighted, seed_stage_keys(keys, 2), config, critic=critic, workdir=workdir,
-                     progress=config.progress)
+                     progress=config.progress, model_callback=model_callback, callback_every=callback_every)
   return TrainResult(model=model, critic=critic, weights=w, advantages=adv)
 
 

@@ -68,20 +68,25 @@ def fit(observations, actions, weights, config=None, key=None, *, seed: int | No
   return model.seed(0)
 
 
-def _fit_seeds(data: WeightedData, keys: jax.Array, config, *, critic=None, workdir=None, progress=False) -> SWGModel:
-  """The diffusion stage for every seed (keys [N, 2]); data.weights is [N_seeds, N] when it has a seed axis."""
+def _fit_seeds(data: WeightedData, keys: jax.Array, config, *, critic=None, workdir=None, progress=False,
+               model_callback=None, callback_every: int = 0) -> SWGModel:
+  """The diffusion stage for every seed (keys [N, 2]); data.weights is [N_seeds, N] when it has a seed axis.
+  model_callback(step, seed-stacked SWGModel): see `swg_jax.pipeline.train`."""
   dc = config.diffusion
   obs_dim, action_dim = data.observations.shape[-1], data.actions.shape[-1]
   init_keys, run_keys = seed_stage_keys(keys, 0), seed_stage_keys(keys, 1)
   state = init_seeds(lambda k: model_lib.init_diffusion(k, obs_dim, action_dim, dc), init_keys)
   per_seed = WeightedData(observations=False, actions=False, weights=data.weights.ndim == 2)
+  to_model = lambda state: SWGModel(
+      params=state.ema_params, critic=critic, net=model_lib.make_network(action_dim, dc),
+      schedule=model_lib.make_schedule(dc), obs_dim=obs_dim, action_dim=action_dim,
+      sampling_defaults=tuple(sorted(config.sampling.to_dict().items())))
+  callback = None if model_callback is None else lambda i, state: model_callback(i, to_model(state))
   trainer = Trainer(model_lib.make_diffusion_step(action_dim, dc), num_steps=int(dc.num_steps),
                     steps_per_call=config.steps_per_call, name="diffusion", workdir=workdir, progress=progress,
-                    checkpoint_every=config.checkpoint_every, data_per_seed=per_seed)
-  state = trainer.run(state, data, run_keys)
-  return SWGModel(params=state.ema_params, critic=critic, net=model_lib.make_network(action_dim, dc),
-                  schedule=model_lib.make_schedule(dc), obs_dim=obs_dim, action_dim=action_dim,
-                  sampling_defaults=tuple(sorted(config.sampling.to_dict().items())))
+                    checkpoint_every=config.checkpoint_every, data_per_seed=per_seed, callback=callback,
+                    callback_every=callback_every)
+  return to_model(trainer.run(state, data, run_keys))
 
 
 @functools.partial(jax.jit, static_argnames=("guidance_scale", "sampler", "num_steps", "order", "temperature",

@@ -26,7 +26,7 @@ README = os.path.join(REPO, "README.md")
 VENV_PYTHON = ".venv/bin/python"  # the Makefile's $(VENV)/bin/python (checked below)
 # experiments.* modules whose flags are absl's, so their flags can be parsed without running them.
 ABSL_MODULES = ("experiments.train", "experiments.reproduce_d4rl", "experiments.check_antmaze",
-                "experiments.make_dataset", "experiments.bench")
+                "experiments.make_dataset", "experiments.bench", "experiments.validate")
 DATA_ENV_VARS = ("D4RL_DATASET_DIR", "MINARI_DATASETS_PATH")  # pointed at this test's own small data
 HOW_TO_ADD = ("tests/test_readme.py checks README commands of these shapes only: `make <target> [VAR=value ...]`, "
               f"`[{'|'.join(DATA_ENV_VARS)}=...] {VENV_PYTHON} -m <one of {', '.join(ABSL_MODULES)}> --flags`. "

@@ -27,10 +27,10 @@ from experiments.bench_latency import (DIFFUSION_POLICY, DIFFUSION_POLICY_32, SR
 from experiments.bench_report import (CPU_TARGETS, PIPELINE_SEEDS, SCALING_SEEDS, SEED_SCALING_GOAL,  # noqa: F401
                                       SRPO_PIPELINE_HOURS, evaluate_accelerator_targets, evaluate_targets,
                                       paper_pipelines, pipeline_estimates, same_toy_quality, seconds_per_step,
-                                      to_markdown)
+                                      seed_scaling, seed_scaling_markdown, to_markdown)
 from experiments.bench_training import (CRITIC, HOPPER, SRPO_BEHAVIOUR, SRPO_POLICY, STAGES,  # noqa: F401
-                                        SWG_DIFFUSION, flops_per_step, machine_description, matmul_gflops,
-                                        random_data, run_benchmarks, time_chunk)
+                                        SWG_DIFFUSION, Stage, apply_overrides, flops_per_step, machine_description,
+                                        matmul_gflops, measure_stage, random_data, run_benchmarks, time_chunk)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("seeds", ["1", "4", "8"], "Seed counts to measure.")

@@ -7,15 +7,16 @@ import os
 import platform
 import statistics
 import time
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from common import iql
 from common.data import OfflineData
 from common.training import init_seeds, make_chunk_fn, seed_keys
+from experiments.bench_flops import step_flops_per_seed
 
 HOPPER = dict(obs_dim=11, action_dim=3)
 # The training stages measured (names as rows carry them).
@@ -63,7 +64,8 @@ def random_data(n: int = 100_000, obs_dim: int = 11, action_dim: int = 3) -> Off
 
 
 def flops_per_step(step_fn, state, data, keys) -> float:
-  """XLA's FLOP count of one step for all seeds (from a 1-step call: cost analysis counts a scan body once)."""
+  """XLA's FLOP count of one step for all seeds (from a 1-step call: cost analysis counts a scan body once). Right on
+  a CPU; on a GPU it undercounts vmapped rows, so the bench's GFLOP/s come from bench_flops' shape count instead."""
   compiled = jax.jit(make_chunk_fn(step_fn, 1)).lower(state, data, keys, jnp.uint32(0)).compile()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -93,37 +95,64 @@ def time_chunk(step_fn, state, data, keys, steps_per_call: int, calls: int, repe
   return {"steps_per_sec": statistics.median(rates), "compile_s": compile_s, "calls": calls}
 
 
-def critic_stage():
-  cfg = ml_collections.ConfigDict(dict(hidden=(256, 256), value_layer_norm=True, lr=3e-4, expectile=0.7,
-                                       discount=0.99, polyak=0.005, batch_size=256))
+class Stage(NamedTuple):
+  """One training stage as the bench runs it: a one-seed step, a one-seed init and the (shared) data."""
+
+  name: str
+  step_fn: Callable
+  init_fn: Callable
+  data: Any
+  overridden: frozenset = frozenset()  # the override fields this stage's configs had
+
+
+def apply_overrides(configs: list, overrides: dict | None) -> frozenset:
+  """Set each field of `overrides` on every config of `configs` that has it (e.g. compute_dtype on the network and
+  critic configs of a stage); returns the fields that were set somewhere."""
+  used = set()
+  for field, value in (overrides or {}).items():
+    for cfg in configs:
+      if field in cfg:
+        cfg[field] = value
+        used.add(field)
+  return frozenset(used)
+
+
+def critic_stage(overrides: dict | None = None) -> Stage:
+  import swg_jax
+
+  cfg = swg_jax.get_config("paper").critic  # SWG's paper critic: LayerNorm on V's input, hidden 256, batch 256
+  used = apply_overrides([cfg], overrides)
   init = lambda key: iql.init_critic(key, HOPPER["obs_dim"], HOPPER["action_dim"], cfg)
-  return CRITIC, iql.make_critic_step(cfg), init, random_data()
+  return Stage(CRITIC, iql.make_critic_step(cfg), init, random_data(), used)
 
 
-def swg_diffusion_stage():
+def swg_diffusion_stage(overrides: dict | None = None) -> Stage:
   import swg_jax
   from swg_jax import model as swg_model
 
   dc = swg_jax.get_config("paper").diffusion
+  used = apply_overrides([dc], overrides)
   base = random_data()
   data = swg_model.WeightedData(observations=base.observations, actions=base.actions,
                                 weights=jax.nn.sigmoid(base.rewards))
   init = lambda key: swg_model.init_diffusion(key, HOPPER["obs_dim"], HOPPER["action_dim"], dc)
-  return SWG_DIFFUSION, swg_model.make_diffusion_step(HOPPER["action_dim"], dc), init, data
+  return Stage(SWG_DIFFUSION, swg_model.make_diffusion_step(HOPPER["action_dim"], dc), init, data, used)
 
 
-def srpo_behavior_stage():
+def srpo_behavior_stage(overrides: dict | None = None) -> Stage:
   from srpo_jax import behavior, configs
 
   bc = configs.get_config("paper").behavior
+  used = apply_overrides([bc], overrides)
   init = lambda key: behavior.init_behavior(key, HOPPER["obs_dim"], HOPPER["action_dim"], bc)
-  return SRPO_BEHAVIOUR, behavior.make_behavior_step(bc), init, random_data()
+  return Stage(SRPO_BEHAVIOUR, behavior.make_behavior_step(bc), init, random_data(), used)
 
 
-def srpo_policy_stage():
+def srpo_policy_stage(overrides: dict | None = None) -> Stage:
   from srpo_jax import behavior, configs, policy
 
   c = configs.get_config("hopper-medium-v2:paper")
+  used = apply_overrides([c.critic, c.behavior, c.policy], overrides)
   eps_net = behavior.behavior_net(HOPPER["action_dim"], c.behavior)
   critic_cfg = c.critic
   init_critic = lambda key: iql.init_critic(key, HOPPER["obs_dim"], HOPPER["action_dim"], critic_cfg)
@@ -140,7 +169,7 @@ def srpo_policy_stage():
   q_apply = lambda p, s, a: jnp.mean(critic_q_apply(p, s, a), axis=0)
   critic_q_apply = init_critic(jax.random.PRNGKey(0)).q.apply_fn
   step = policy.make_policy_step(eps_apply, q_apply, c.policy)
-  return SRPO_POLICY, step, init, random_data().observations
+  return Stage(SRPO_POLICY, step, init, random_data().observations, used)
 
 
 # Stage -> (builder, default steps per fused call): heavy stages take fewer so one call lasts a few seconds.
@@ -148,25 +177,35 @@ STAGES = {"critic": (critic_stage, 200), "swg": (swg_diffusion_stage, 10),
           "srpo_behavior": (srpo_behavior_stage, 8), "srpo_policy": (srpo_policy_stage, 100)}
 
 
+def measure_stage(stage: Stage, n_seeds: int, steps_per_call: int, repeats: int, min_seconds: float = 0.5,
+                  modes=("fused", "one step per call"), device: str = "") -> list[dict]:
+  """Rows of one stage at one seed count: steps/s per mode, FLOPs per step counted from the matmul shapes (N times one
+  seed's; bench_flops) with XLA's cost-analysis count beside it, and the GFLOP/s those shapes give."""
+  keys = seed_keys(range(n_seeds))
+  state = init_seeds(stage.init_fn, keys)
+  flops = n_seeds * step_flops_per_seed(stage.step_fn, state, stage.data, keys)
+  xla_flops = flops_per_step(stage.step_fn, state, stage.data, keys)
+  plan = {"fused": (steps_per_call, 1), "one step per call": (1, max(1, steps_per_call // 2))}
+  rows = []
+  for mode in modes:
+    steps, calls = plan[mode]
+    m = time_chunk(stage.step_fn, state, stage.data, keys, steps, calls, repeats, min_seconds)
+    gflops = flops * m["steps_per_sec"] / 1e9
+    rows.append({"stage": stage.name, "seeds": n_seeds, "mode": mode, **m, "flops_per_step": flops,
+                 "xla_flops_per_step": xla_flops, "achieved_gflops": gflops, "device": device})
+    print(f"{stage.name:28s} seeds={n_seeds:<2d} {mode:18s} {m['steps_per_sec']:9.1f} steps/s "
+          f"({m['steps_per_sec'] * n_seeds:9.1f} seed-steps/s) {gflops:6.1f} GFLOP/s  compile {m['compile_s']:.1f}s",
+          flush=True)
+  return rows
+
+
 def run_benchmarks(seed_counts, repeats, stages, fused_steps: int = 0, min_seconds: float = 0.5) -> dict:
   """stages: names from STAGES. One-step-per-call mode times half as many calls as the fused call has steps."""
   results = {"machine": machine_description(), "matmul_gflops": matmul_gflops(), "rows": []}
-  for stage in stages:
-    make_stage, default_steps = STAGES[stage]
-    k = fused_steps or default_steps
-    name, step_fn, init_fn, data = make_stage()
+  for name in stages:
+    make_stage, default_steps = STAGES[name]
+    stage = make_stage()
     for n_seeds in seed_counts:
-      keys = seed_keys(range(n_seeds))
-      state = init_seeds(init_fn, keys)
-      flops = flops_per_step(step_fn, state, data, keys)
-      for mode, steps, calls in (("fused", k, 1), ("one step per call", 1, max(1, k // 2))):
-        m = time_chunk(step_fn, state, data, keys, steps, calls, repeats, min_seconds)
-        gflops = flops * m["steps_per_sec"] / 1e9
-        row = {"stage": name, "seeds": n_seeds, "mode": mode, **m, "flops_per_step": flops, "achieved_gflops": gflops,
-               "device": results["machine"]["device"]}
-        results["rows"].append(row)
-        print(f"{name:28s} seeds={n_seeds:<2d} {mode:18s} {m['steps_per_sec']:9.1f} steps/s "
-              f"({m['steps_per_sec'] * n_seeds:9.1f} seed-steps/s) {gflops:6.1f} GFLOP/s  compile {m['compile_s']:.1f}s",
-              flush=True)
+      results["rows"] += measure_stage(stage, n_seeds, fused_steps or default_steps, repeats, min_seconds,
+                                       device=results["machine"]["device"])
   return results
-

@@ -44,9 +44,10 @@ SRPO_ACT = "SRPO policy (one MLP forward)"
 TOY_DATASET, TOY_BETA = "8gaussians", 5.0
 
 
-def action_latency(repeats: int, state_counts=(1, 64, 256)) -> list[dict]:
+def action_latency(repeats: int, state_counts=(1, 64, 256), preset: str = "paper") -> list[dict]:
   """Wall time of one action-selection call (host call to result) for randomly initialised paper-size networks:
-  the cost does not depend on the weights. The diffusion samplers are timed for up to 64 states."""
+  the cost does not depend on the weights. The diffusion samplers are timed for up to 64 states. preset "smoke":
+  tiny networks (a wiring check, as experiments.gpu_check --size=smoke uses it)."""
   import swg_jax
   import srpo_jax
   from srpo_jax import behavior, configs, policy
@@ -54,14 +55,15 @@ def action_latency(repeats: int, state_counts=(1, 64, 256)) -> list[dict]:
 
   S, A = HOPPER["obs_dim"], HOPPER["action_dim"]
   key = jax.random.PRNGKey(0)
-  swg_cfg = swg_jax.get_config("paper")
+  swg_cfg = swg_jax.get_config(preset)
   critic = iql.init_critic(key, S, A, swg_cfg.critic)
   swg = swg_jax.SWGModel(params=swg_model.init_diffusion(key, S, A, swg_cfg.diffusion).params, critic=critic,
                          net=swg_model.make_network(A, swg_cfg.diffusion),
                          schedule=swg_model.make_schedule(swg_cfg.diffusion), obs_dim=S, action_dim=A,
                          sampling_defaults=tuple(sorted(swg_cfg.sampling.to_dict().items())))
-  srpo_cfg = configs.get_config("hopper-medium-v2:paper")
-  pol = policy.Policy(params=policy.init_policy(key, S, A, srpo_cfg.policy).params, action_dim=A)
+  srpo_cfg = configs.get_config(f"hopper-medium-v2:{preset}")
+  pol = policy.Policy(params=policy.init_policy(key, S, A, srpo_cfg.policy).params, action_dim=A,
+                      hidden=srpo_cfg.policy.hidden, num_layers=srpo_cfg.policy.num_layers)
   beh_net = behavior.behavior_net(A, srpo_cfg.behavior)
   beh_params = behavior.init_behavior(key, S, A, srpo_cfg.behavior).params
   srpo_critic = iql.init_critic(key, S, A, srpo_cfg.critic)

@@ -117,20 +117,20 @@ def apply_overrides(configs: list, overrides: dict | None) -> frozenset:
   return frozenset(used)
 
 
-def critic_stage(overrides: dict | None = None) -> Stage:
+def critic_stage(overrides: dict | None = None, preset: str = "paper") -> Stage:
   import swg_jax
 
-  cfg = swg_jax.get_config("paper").critic  # SWG's paper critic: LayerNorm on V's input, hidden 256, batch 256
+  cfg = swg_jax.get_config(preset).critic  # SWG's paper critic: LayerNorm on V's input, hidden 256, batch 256
   used = apply_overrides([cfg], overrides)
   init = lambda key: iql.init_critic(key, HOPPER["obs_dim"], HOPPER["action_dim"], cfg)
   return Stage(CRITIC, iql.make_critic_step(cfg), init, random_data(), used)
 
 
-def swg_diffusion_stage(overrides: dict | None = None) -> Stage:
+def swg_diffusion_stage(overrides: dict | None = None, preset: str = "paper") -> Stage:
   import swg_jax
   from swg_jax import model as swg_model
 
-  dc = swg_jax.get_config("paper").diffusion
+  dc = swg_jax.get_config(preset).diffusion
   used = apply_overrides([dc], overrides)
   base = random_data()
   data = swg_model.WeightedData(observations=base.observations, actions=base.actions,
@@ -139,19 +139,19 @@ def swg_diffusion_stage(overrides: dict | None = None) -> Stage:
   return Stage(SWG_DIFFUSION, swg_model.make_diffusion_step(HOPPER["action_dim"], dc), init, data, used)
 
 
-def srpo_behavior_stage(overrides: dict | None = None) -> Stage:
+def srpo_behavior_stage(overrides: dict | None = None, preset: str = "paper") -> Stage:
   from srpo_jax import behavior, configs
 
-  bc = configs.get_config("paper").behavior
+  bc = configs.get_config(preset).behavior
   used = apply_overrides([bc], overrides)
   init = lambda key: behavior.init_behavior(key, HOPPER["obs_dim"], HOPPER["action_dim"], bc)
   return Stage(SRPO_BEHAVIOUR, behavior.make_behavior_step(bc), init, random_data(), used)
 
 
-def srpo_policy_stage(overrides: dict | None = None) -> Stage:
+def srpo_policy_stage(overrides: dict | None = None, preset: str = "paper") -> Stage:
   from srpo_jax import behavior, configs, policy
 
-  c = configs.get_config("hopper-medium-v2:paper")
+  c = configs.get_config(f"hopper-medium-v2:{preset}")
   used = apply_overrides([c.critic, c.behavior, c.policy], overrides)
   eps_net = behavior.behavior_net(HOPPER["action_dim"], c.behavior)
   critic_cfg = c.critic
@@ -172,19 +172,21 @@ def srpo_policy_stage(overrides: dict | None = None) -> Stage:
   return Stage(SRPO_POLICY, step, init, random_data().observations, used)
 
 
-# Stage -> (builder, default steps per fused call): heavy stages take fewer so one call lasts a few seconds.
+# Stage -> (builder(overrides, preset), default steps per fused call): heavy stages take fewer so one call lasts a few
+# seconds. The rows carry the paper networks' names; the "smoke" preset (tiny networks, wiring checks) keeps them.
 STAGES = {"critic": (critic_stage, 200), "swg": (swg_diffusion_stage, 10),
           "srpo_behavior": (srpo_behavior_stage, 8), "srpo_policy": (srpo_policy_stage, 100)}
 
 
 def measure_stage(stage: Stage, n_seeds: int, steps_per_call: int, repeats: int, min_seconds: float = 0.5,
-                  modes=("fused", "one step per call"), device: str = "") -> list[dict]:
+                  modes=("fused", "one step per call"), device: str = "", xla_count: bool = True) -> list[dict]:
   """Rows of one stage at one seed count: steps/s per mode, FLOPs per step counted from the matmul shapes (N times one
-  seed's; bench_flops) with XLA's cost-analysis count beside it, and the GFLOP/s those shapes give."""
+  seed's; bench_flops) with XLA's cost-analysis count beside it (one more compile; xla_count=False skips it), and the
+  GFLOP/s those shapes give."""
   keys = seed_keys(range(n_seeds))
   state = init_seeds(stage.init_fn, keys)
   flops = n_seeds * step_flops_per_seed(stage.step_fn, state, stage.data, keys)
-  xla_flops = flops_per_step(stage.step_fn, state, stage.data, keys)
+  xla_flops = flops_per_step(stage.step_fn, state, stage.data, keys) if xla_count else None
   plan = {"fused": (steps_per_call, 1), "one step per call": (1, max(1, steps_per_call // 2))}
   rows = []
   for mode in modes:

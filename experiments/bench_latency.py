@@ -44,10 +44,11 @@ SRPO_ACT = "SRPO policy (one MLP forward)"
 TOY_DATASET, TOY_BETA = "8gaussians", 5.0
 
 
-def action_latency(repeats: int, state_counts=(1, 64, 256), preset: str = "paper") -> list[dict]:
+def action_latency(repeats: int, state_counts=(1, 64, 256), preset: str = "paper", only=None) -> list[dict]:
   """Wall time of one action-selection call (host call to result) for randomly initialised paper-size networks:
   the cost does not depend on the weights. The diffusion samplers are timed for up to 64 states. preset "smoke":
-  tiny networks (a wiring check, as experiments.gpu_check --size=smoke uses it)."""
+  tiny networks (a wiring check, as experiments.gpu_check --size=smoke uses it). only: the method names to time
+  (default all)."""
   import swg_jax
   import srpo_jax
   from srpo_jax import behavior, configs, policy
@@ -91,6 +92,8 @@ def action_latency(repeats: int, state_counts=(1, 64, 256), preset: str = "paper
       methods[DIFFUSION_POLICY] = lambda: diffusion_policy(obs, key, 1)
       methods[DIFFUSION_POLICY_32] = lambda: diffusion_policy(obs, key, 32)
     for name, fn in methods.items():
+      if only is not None and name not in only:
+        continue
       rows.append({"method": name, "states": states, "ms": _median_ms(fn, repeats), "device": device})
   return rows
 

@@ -30,12 +30,14 @@ VARIANTS = [("f32", {})]
 SIZES = {
     # Tiny networks and step counts: checks every code path on a CPU, its numbers mean nothing.
     "smoke": dict(preset="smoke", e2e_preset="smoke", e2e_steps=5, episodes=3, reference_episodes=1, seeds=(1, 2),
-                  repeats=1, min_seconds=0.01, fused_steps=2, matmul_n=256, latency_states=(1,), profile_steps=2),
+                  repeats=1, min_seconds=0.01, fused_steps=2, matmul_n=256, latency_states=(1,), profile_steps=2,
+                  # two methods, not seven: the swg / srpo parts already run every sampler (each one more compile)
+                  latency_methods=("SRPO policy (one MLP forward)", "SWG guided DPM-Solver++ 5 steps")),
     # Paper networks for the rows; from issue 14's H200 rates (behaviour 1790 steps/s at 1 seed, the slowest stage
     # ~100 steps/s at 32 seeds) a fused call lasts < 0.2 s and compiles dominate: about 5 to 6 minutes in all.
     "full": dict(preset="paper", e2e_preset="demo", e2e_steps=300, episodes=60, reference_episodes=10,
                  seeds=(1, 8, 32), repeats=3, min_seconds=0.3, fused_steps=0, matmul_n=None,
-                 latency_states=(1, 64, 256), profile_steps=0),
+                 latency_states=(1, 64, 256), profile_steps=0, latency_methods=None),
 }
 PARTS = ("environment", "dataset", "swg", "srpo", "training", "latency", "profile")
 
@@ -92,7 +94,8 @@ def training_rows(size: dict, variants=None) -> dict:
 def latency(size: dict) -> list[dict]:
   from experiments import bench_latency
 
-  return bench_latency.action_latency(size["repeats"], size["latency_states"], preset=size["preset"])
+  return bench_latency.action_latency(size["repeats"], size["latency_states"], preset=size["preset"],
+                                      only=size["latency_methods"])
 
 
 def profile(size: dict) -> dict:

@@ -2,7 +2,8 @@
 
 `jax.profiler.trace(dir, create_perfetto_trace=True)` (jax 0.10) writes `dir/plugins/profile/<time>/
 perfetto_trace.json.gz`, a Chrome trace-event JSON that needs no extra package to read. Device ops are the complete
-('X') events of a `/device:...` process (GPU/TPU kernels); where there is none (a CPU run) they are the XLA:CPU thunks,
+('X') events of a `/device:...` process (GPU/TPU kernels: its "Stream #" lines where it has them, not the "XLA Modules"
+lines that span them); where there is none (a CPU run) they are the XLA:CPU thunks,
 the events that carry an `hlo_op` argument. Nested events on one thread (a `while` thunk around its body's fusions)
 are counted by self time, so no time is counted twice and the shares sum to at most 100 %.
 """
@@ -33,9 +34,17 @@ def device_op_events(events: list[dict]) -> list[dict]:
   """Complete events of device processes, else (no device process: a CPU) the events naming an HLO op."""
   processes = {e.get("pid"): str((e.get("args") or {}).get("name", "")) for e in events
                if e.get("ph") == "M" and e.get("name") == "process_name"}
+  threads = {(e.get("pid"), e.get("tid")): str((e.get("args") or {}).get("name", "")) for e in events
+             if e.get("ph") == "M" and e.get("name") == "thread_name"}
   complete = [e for e in events if e.get("ph") == "X" and "dur" in e and "ts" in e
               and not str(e.get("name", "")).startswith("end: ")]
   on_device = [e for e in complete if processes.get(e.get("pid"), "").startswith("/device:")]
+  # A GPU's lines: kernels on "Stream #..." threads, plus "XLA Modules" / "XLA Ops" lines derived from the same
+  # kernels; keep the streams (else the XLA Ops line) so that no time is counted twice.
+  for wanted in (lambda name: name.startswith("Stream"), lambda name: name == "XLA Ops"):
+    chosen = [e for e in on_device if wanted(threads.get((e.get("pid"), e.get("tid")), ""))]
+    if chosen:
+      return chosen
   return on_device or [e for e in complete if "hlo_op" in (e.get("args") or {})]
 
 

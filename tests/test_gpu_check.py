@@ -5,10 +5,12 @@ import os
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 from experiments import gpu_check, gpu_check_profile
 
 
+@pytest.mark.slow  # about 30 compiles: ~2 min of CPU time
 def test_smoke_run_writes_a_small_folder_and_prints_the_summary_last(tmp_path, capsys):
   out = tmp_path / "check"
   assert gpu_check.main(["--size=smoke", f"--out_dir={out}"]) == 0
@@ -32,6 +34,7 @@ def test_smoke_run_writes_a_small_folder_and_prints_the_summary_last(tmp_path, c
     assert all(s >= 0 for s in shares) and sum(shares) <= 1 + 1e-9, stage
   text = (out / "summary.md").read_text()
   assert "Seed scaling" in text and "| training | ok |" in text
+  assert [r["method"] for r in results["latency"]] == list(gpu_check.SIZES["smoke"]["latency_methods"])
   assert "share of device-op time" in (out / "profile.md").read_text()
 
 
@@ -69,6 +72,10 @@ def test_nested_ops_count_by_self_time_and_device_processes_win():
   assert [(op["op"], op["calls"], round(op["ms"] * 1e3, 6)) for op in s["top"]] == [("while.1", 1, 50.0),
                                                                                     ("fusion.2", 2, 45.0)]
   assert abs(s["top"][0]["share"] - 50 / 140) < 1e-12 and s["span_ms"] == 0.1
+  gpu_lines = events + [{"ph": "M", "pid": 2, "tid": 1, "name": "thread_name", "args": {"name": "Stream #7"}},
+                        {"ph": "M", "pid": 2, "tid": 9, "name": "thread_name", "args": {"name": "XLA Modules"}},
+                        _x(2, 9, 0, 100, "jit_step")]  # a module line spanning the kernels: not counted again
+  assert [op["op"] for op in gpu_check_profile.summarize(gpu_lines)["top"]] == ["while.1", "fusion.2", "dot.3"]
   cpu_only = [e for e in events if e["pid"] == 1 or e.get("ph") == "M" and e["pid"] == 1]
   assert [op["op"] for op in gpu_check_profile.summarize(cpu_only)["top"]] == ["host.op"]
 

@@ -51,6 +51,7 @@ def device_op_events(events: list[dict]) -> list[dict]:
 def self_times(events: list[dict]) -> list[tuple[dict, float]]:
   """(event, self time in us): its duration less that of the events nested in it on the same thread."""
   out = []
+  close = lambda entry: (entry[0], max(0.0, float(entry[0]["dur"]) - entry[2]))  # [event, end, child time]
   by_thread = collections.defaultdict(list)
   for e in events:
     by_thread[(e.get("pid"), e.get("tid"))].append(e)
@@ -60,12 +61,11 @@ def self_times(events: list[dict]) -> list[tuple[dict, float]]:
     for e in thread:
       start, dur = float(e["ts"]), float(e["dur"])
       while stack and start >= stack[-1][1]:
-        parent = stack.pop()
-        out.append((parent[0], max(0.0, float(parent[0]["dur"]) - parent[2])))
+        out.append(close(stack.pop()))
       if stack:
         stack[-1][2] += dur
       stack.append([e, start + dur, 0.0])
-    out += [(p[0], max(0.0, float(p[0]["dur"]) - p[2])) for p in stack]
+    out += [close(entry) for entry in stack]
   return out
 
 

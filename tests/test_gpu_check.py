@@ -66,16 +66,19 @@ def test_nested_ops_count_by_self_time_and_device_processes_win():
             {"ph": "M", "pid": 2, "name": "process_name", "args": {"name": "/device:GPU:0"}},
             _x(1, 7, 0, 500, "host.op", hlo_op="host.op"),
             _x(2, 1, 0, 100, "while.1"), _x(2, 1, 10, 30, "fusion.2"), _x(2, 1, 50, 20, "fusion.2"),
-            _x(2, 1, 55, 5, "dot.3"), _x(2, 2, 0, 40, "dot.3"), _x(2, 1, 200, 1, "end: dot.3")]
+            _x(2, 1, 55, 5, "dot.3"), _x(2, 2, 0, 40, "dot.3"), _x(2, 1, 150, 10, "copy.4"),
+            _x(2, 1, 200, 1, "end: dot.3")]
   s = gpu_check_profile.summarize(events, top=2)
-  assert s["busy_ms"] == 0.1 + 0.04  # while 100 - 30 - 20 = 50, fusion 30 + 15, dot 5 + 40: all 140 us
+  # while 100 - 30 - 20 = 50, fusion 30 + (20 - 5), dot 5 + 40, copy 10: 150 us of device time in a 160 us span
+  assert abs(s["busy_ms"] - 0.15) < 1e-12 and abs(s["span_ms"] - 0.16) < 1e-12
   assert [(op["op"], op["calls"], round(op["ms"] * 1e3, 6)) for op in s["top"]] == [("while.1", 1, 50.0),
                                                                                     ("fusion.2", 2, 45.0)]
-  assert abs(s["top"][0]["share"] - 50 / 140) < 1e-12 and s["span_ms"] == 0.1
+  assert abs(s["top"][0]["share"] - 50 / 150) < 1e-12
   gpu_lines = events + [{"ph": "M", "pid": 2, "tid": 1, "name": "thread_name", "args": {"name": "Stream #7"}},
                         {"ph": "M", "pid": 2, "tid": 9, "name": "thread_name", "args": {"name": "XLA Modules"}},
                         _x(2, 9, 0, 100, "jit_step")]  # a module line spanning the kernels: not counted again
-  assert [op["op"] for op in gpu_check_profile.summarize(gpu_lines)["top"]] == ["while.1", "fusion.2", "dot.3"]
+  assert [op["op"] for op in gpu_check_profile.summarize(gpu_lines)["top"]] == ["while.1", "fusion.2", "copy.4",
+                                                                                             "dot.3"]
   cpu_only = [e for e in events if e["pid"] == 1 or e.get("ph") == "M" and e["pid"] == 1]
   assert [op["op"] for op in gpu_check_profile.summarize(cpu_only)["top"]] == ["host.op"]
 

@@ -92,3 +92,35 @@ def test_profile_of_a_real_cpu_trace_names_xla_ops():
   assert sum(op["share"] for op in s["top"]) <= 1 + 1e-9
   assert any(op["calls"] >= 3 for op in s["top"])  # the scan body's ops run once per iteration
   assert "| 1 | `" in gpu_check_profile.to_markdown("f", s, 3)
+
+
+def test_a_variant_with_a_field_no_stage_has_fails_before_measuring(monkeypatch):
+  from experiments import bench_training
+
+  measured = []
+  monkeypatch.setattr(bench_training, "matmul_gflops", lambda **kw: 1.0)
+  monkeypatch.setattr(bench_training, "measure_stage", lambda *a, **kw: measured.append(a) or [])
+  with pytest.raises(KeyError, match="no stage config has the field"):
+    gpu_check.training_rows(gpu_check.SIZES["smoke"], [("f32", {}), ("typo", {"compute_dtyp": "bfloat16"})])
+  assert len(measured) == 4 * 2  # the baseline's 4 stages x 2 seed counts, none of the misspelt variant
+
+
+def test_a_variant_sets_its_field_on_the_stage_configs_that_have_it(monkeypatch):
+  from experiments import bench_training
+
+  monkeypatch.setattr(bench_training, "matmul_gflops", lambda **kw: 1.0)
+  seen = []
+  monkeypatch.setattr(bench_training, "measure_stage", lambda stage, n, *a, **kw: seen.append((stage.name, n)) or [])
+  gpu_check.training_rows(gpu_check.SIZES["smoke"], [("f32", {}), ("b32", {"batch_size": 32})])
+  assert ("SRPO behaviour step (b2048) [b32]", 2) in seen and ("IQL critic step (b256)", 1) in seen
+  from common.training import init_seeds, seed_keys
+  from experiments.bench_flops import step_flops_per_seed
+  from srpo_jax import configs
+
+  def flops(overrides):
+    stage = bench_training.STAGES["srpo_behavior"][0](overrides, preset="smoke")
+    keys = seed_keys([0])
+    return stage.overridden, step_flops_per_seed(stage.step_fn, init_seeds(stage.init_fn, keys), stage.data, keys)
+
+  (used, at_32), (_, default) = flops({"batch_size": 32}), flops(None)
+  assert used == {"batch_size"} and at_32 * configs.get_config("smoke").behavior.batch_size == default * 32

@@ -167,7 +167,7 @@ def srpo_policy_stage(overrides: dict | None = None, preset: str = "paper") -> S
 
   eps_apply = lambda p, a_t, t, s: eps_net.apply(p, a_t, t, s)
   q_apply = lambda p, s, a: jnp.mean(critic_q_apply(p, s, a), axis=0)
-  critic_q_apply = init_critic(jax.random.PRNGKey(0)).q.apply_fn
+  critic_q_apply = jax.eval_shape(init_critic, jax.random.PRNGKey(0)).q.apply_fn  # the module only: no init run
   step = policy.make_policy_step(eps_apply, q_apply, c.policy)
   return Stage(SRPO_POLICY, step, init, random_data().observations, used)
 
@@ -184,7 +184,7 @@ def measure_stage(stage: Stage, n_seeds: int, steps_per_call: int, repeats: int,
   seed's; bench_flops) with XLA's cost-analysis count beside it (one more compile; xla_count=False skips it), and the
   GFLOP/s those shapes give."""
   keys = seed_keys(range(n_seeds))
-  state = init_seeds(stage.init_fn, keys)
+  state = jax.jit(lambda k: init_seeds(stage.init_fn, k))(keys)  # one compile, not one per op of a vmapped init
   flops = n_seeds * step_flops_per_seed(stage.step_fn, state, stage.data, keys)
   xla_flops = flops_per_step(stage.step_fn, state, stage.data, keys) if xla_count else None
   plan = {"fused": (steps_per_call, 1), "one step per call": (1, max(1, steps_per_call // 2))}

@@ -1,4 +1,5 @@
-"""`make gpu-check`: does this project work on this accelerator, and how fast? One command, at most 8 minutes on one GPU.
+"""`make gpu-check`: does this project work on this accelerator, and how fast? One command, at most 8 minutes on one
+GPU.
 
 Parts (each in its own try/except: a failing part reports its error and the others go on; exit code 1 if any failed):
   environment  device(s), jax / jaxlib / flax versions, CUDA versions (from jax's CUDA plugin; 'n/a' elsewhere)
@@ -110,7 +111,7 @@ def profile(size: dict) -> dict:
     stage = make_stage(None, preset=size["preset"])
     steps = size["profile_steps"] or default_steps
     keys = seed_keys([0])
-    state = init_seeds(stage.init_fn, keys)
+    state = jax.jit(lambda k, f=stage.init_fn: init_seeds(f, k))(keys)
     chunk = jax.jit(make_chunk_fn(stage.step_fn, steps))
     jax.block_until_ready(chunk(state, stage.data, keys, jnp.uint32(0)))
     summary = gpu_check_profile.profile_call(lambda: chunk(state, stage.data, keys, jnp.uint32(steps)))

@@ -25,8 +25,9 @@ import time
 import traceback
 
 # (label, config overrides) of the training rows: every stage is measured once per entry, on the fields its configs
-# have (bench_training.apply_overrides). A/B rows are one line each, e.g. ("bf16", {"compute_dtype": "bfloat16"}).
-VARIANTS = [("f32", {})]
+# have (bench_training.apply_overrides); the first entry is the baseline and keeps the bench's row names. A/B rows
+# are one line each, e.g. ("bf16", {"compute_dtype": "bfloat16"}) or ("flat", {"flat_optimizer": True}).
+VARIANTS = [("default", {})]
 
 SIZES = {
     # Tiny networks and step counts: checks every code path on a CPU, its numbers mean nothing.

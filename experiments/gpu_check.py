@@ -72,14 +72,15 @@ def training_rows(size: dict, variants=None) -> dict:
   env = bench_training.machine_description()
   results = {"machine": env, "matmul_gflops": bench_training.matmul_gflops(n=size["matmul_n"], repeats=3),
              "rows": []}
-  for label, overrides in variants or VARIANTS:
+  variants = variants or VARIANTS
+  for label, overrides in variants:
     stages = [(make_stage(overrides, preset=size["preset"]), steps)
               for make_stage, steps in bench_training.STAGES.values()]
     unknown = set(overrides) - set().union(*(stage.overridden for stage, _ in stages))
     if unknown:  # before any work: a misspelt field must not measure the baseline twice
       raise KeyError(f"variant {label!r}: no stage config has the field(s) {sorted(unknown)}")
     for stage, default_steps in stages:
-      if label != VARIANTS[0][0]:  # the baseline keeps the bench's names, which the targets look up
+      if label != variants[0][0]:  # the baseline keeps the bench's names, which the targets look up
         stage = stage._replace(name=f"{stage.name} [{label}]")
       for n in size["seeds"]:
         results["rows"] += bench_training.measure_stage(stage, n, size["fused_steps"] or default_steps,

@@ -9,7 +9,7 @@ ARGS ?=
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: install test demo bench reproduce-d4rl datasets validate clean
+.PHONY: install test demo bench gpu-check reproduce-d4rl datasets validate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m experiments.bench $(ARGS)
+
+# Does the project work on this accelerator, and how fast (<= 8 min on one GPU): e.g. `make gpu-check EXTRAS=test,cuda12`.
+gpu-check: $(STAMP)
+	$(PY) -m experiments.gpu_check $(ARGS)
 
 reproduce-d4rl: $(STAMP)
 	$(PY) -m experiments.reproduce_d4rl $(ARGS)

@@ -103,10 +103,12 @@ def test_accelerator_markdown_has_its_targets_and_the_pipeline_estimates():
   results = {"rows": _scaling_rows(), "matmul_gflops": 1e5,
              "machine": {"device": "NVIDIA H100", "platform": "gpu", "cpu_count": 16, "cpu": "x86_64", "jax": "0"}}
   for r in results["rows"]:
-    r.update(achieved_gflops=1.0, compile_s=1.0)
+    r.update(achieved_gflops=1.0, compile_s=1.0, flops_per_step=8e9 * r["seeds"], xla_flops_per_step=1.7 * 8e9)
   results["pipelines"] = bench.pipeline_estimates(results, seeds=5)
   results["targets"] = bench.evaluate_accelerator_targets(results)
   text = bench.to_markdown(results)
+  assert "| SRPO behaviour step (b2048) | 8 | fused | 150.0 | 1200.0 | 1.0 | 0% | 0.21 | 1.0 |" in text
+  assert "| SRPO behaviour step (b2048) | — | 1.33x | — | met (1.1x under) |" in text
   assert "Targets on an accelerator" in text and "Targets on this 2-core CPU" not in text
   assert "| SRPO behaviour step (b2048): wall time of 8 seeds / 1 seed | 1.33 | 1.5 |" in text
   assert "SRPO: 4.6 h" in text
@@ -129,3 +131,16 @@ def test_matmul_rate_is_two_n_cubed_over_the_median_call_time(monkeypatch):
   n = 64
   rate = bench.matmul_gflops(n=n, repeats=3, min_seconds=0.0025)
   assert abs(rate - 2 * n**3 / (1e-3 / 3) / 1e9) < 1e-6
+
+
+def test_seed_scaling_is_one_seed_rate_over_n_seed_rate_with_the_goal_at_eight():
+  by_stage = {s["stage"]: s for s in bench.seed_scaling(_scaling_rows())}
+  critic = by_stage["IQL critic step (b256)"]
+  assert critic["ratios"] == {4: 1000 / 800, 8: 1000 / 600, 16: 1000 / 300}  # the one-step-per-call row is ignored
+  assert critic["status"].startswith("missed")
+  assert by_stage["SRPO behaviour step (b2048)"]["status"].startswith("met")
+  assert by_stage["SRPO policy step (b256)"]["status"] == "not measured"  # no 8-seed row
+  lines = bench.seed_scaling_markdown(_scaling_rows())
+  assert "| IQL critic step (b256) | 1.25x | 1.67x | 3.33x | missed by 1.1x (0.167 over) |" in lines
+  assert "| SRPO policy step (b256) | 1.11x | — | — | not measured |" in lines
+  assert bench.seed_scaling_markdown([r for r in _scaling_rows() if r["seeds"] == 1]) == []

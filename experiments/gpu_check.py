@@ -27,18 +27,23 @@ import traceback
 # (label, config overrides) of the training rows: every stage is measured once per entry, on the fields its configs
 # have (bench_training.apply_overrides); the first entry is the baseline and keeps the bench's row names. A/B rows
 # are one line each, e.g. ("bf16", {"compute_dtype": "bfloat16"}) or ("flat", {"flat_optimizer": True}).
-VARIANTS = [("default", {})]
+# The A/B rows of issue 14's seed-scaling and precision options: the defaults (bf16 diffusion nets on accelerators),
+# everything in float32, and one flattened optimizer update per stage.
+VARIANTS = [("default", {}), ("f32", {"compute_dtype": "float32"}), ("flat", {"flat_optimizer": True})]
 
 SIZES = {
     # Tiny networks and step counts: checks every code path on a CPU, its numbers mean nothing.
+    # The A/B variants are measured at variant_seeds (the baseline at every count of seeds); smoke measures none.
     "smoke": dict(preset="smoke", e2e_preset="smoke", e2e_steps=5, episodes=3, reference_episodes=1, seeds=(1, 2),
+                  variants=1, variant_seeds=(1, 2),
                   repeats=1, min_seconds=0.01, fused_steps=2, matmul_n=256, latency_states=(1,), profile_steps=2,
                   # two methods, not seven: the swg / srpo parts already run every sampler (each one more compile)
                   latency_methods=("SRPO policy (one MLP forward)", "SWG guided DPM-Solver++ 5 steps")),
     # Paper networks for the rows; from issue 14's H200 rates (behaviour 1790 steps/s at 1 seed, the slowest stage
     # ~100 steps/s at 32 seeds) a fused call lasts < 0.2 s and compiles dominate: about 5 to 6 minutes in all.
     "full": dict(preset="paper", e2e_preset="demo", e2e_steps=300, episodes=60, reference_episodes=10,
-                 seeds=(1, 8, 32), repeats=3, min_seconds=0.3, fused_steps=0, matmul_n=None,
+                 seeds=(1, 8, 32), variants=len(VARIANTS), variant_seeds=(1, 8), repeats=3, min_seconds=0.3,
+                 fused_steps=0, matmul_n=None,
                  latency_states=(1, 64, 256), profile_steps=0, latency_methods=None),
 }
 PARTS = ("environment", "dataset", "swg", "srpo", "training", "latency", "profile")
@@ -72,7 +77,7 @@ def training_rows(size: dict, variants=None) -> dict:
   env = bench_training.machine_description()
   results = {"machine": env, "matmul_gflops": bench_training.matmul_gflops(n=size["matmul_n"], repeats=3),
              "rows": []}
-  variants = variants or VARIANTS
+  variants = variants or VARIANTS[:size.get("variants", len(VARIANTS))]
   for label, overrides in variants:
     stages = [(make_stage(overrides, preset=size["preset"]), steps)
               for make_stage, steps in bench_training.STAGES.values()]
@@ -82,7 +87,7 @@ def training_rows(size: dict, variants=None) -> dict:
     for stage, default_steps in stages:
       if label != variants[0][0]:  # the baseline keeps the bench's names, which the targets look up
         stage = stage._replace(name=f"{stage.name} [{label}]")
-      for n in size["seeds"]:
+      for n in size["seeds"] if label == variants[0][0] else size.get("variant_seeds", size["seeds"]):
         results["rows"] += bench_training.measure_stage(stage, n, size["fused_steps"] or default_steps,
                                                         size["repeats"], size["min_seconds"], modes=("fused",),
                                                         device=env["device"], xla_count=False)

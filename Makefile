@@ -9,7 +9,19 @@ ARGS ?=
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: install test demo bench gpu-check reproduce-d4rl datasets validate clean
+# `make test-latest`: the tests on the NEWEST jax/flax/optax/orbax/... releases (what accelerator images carry), in a
+# second virtualenv. jax >= 0.11 needs Python >= 3.12. The pins stay in pyproject.toml (`make test` uses them);
+# scripts/unpinned_requirements.py strips them, so there is no second requirement list to keep in step.
+PYTHON_LATEST ?= python3.12
+VENV_LATEST ?= .venv-latest
+PY_LATEST := $(VENV_LATEST)/bin/python
+# Requirements that replace an unpinned one, e.g. the H200 image's: LATEST_PINS="jax==0.11.2 flax==0.12.10".
+LATEST_PINS ?=
+# What test-latest runs: the tests not marked slow (today that is all of them: about 10 CPU-minutes, see the README).
+LATEST_TESTS ?= tests
+LATEST_PYTEST_ARGS ?= -m "not slow"
+
+.PHONY: install test demo bench gpu-check reproduce-d4rl datasets validate clean test-latest
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +33,16 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+test-latest:
+	@$(PYTHON_LATEST) -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null || { echo "error: PYTHON_LATEST=$(PYTHON_LATEST) is not a Python >= 3.12 (jax >= 0.11 needs one): install one and run e.g. make test-latest PYTHON_LATEST=/path/to/python3.12" >&2; exit 1; }
+	test -x $(PY_LATEST) || $(PYTHON_LATEST) -m venv $(VENV_LATEST)
+	$(PY_LATEST) -m pip install -q --upgrade pip
+	$(PY_LATEST) scripts/unpinned_requirements.py $(LATEST_PINS) > $(VENV_LATEST)/requirements-latest.txt
+	$(PY_LATEST) -m pip install -q --upgrade --upgrade-strategy eager -r $(VENV_LATEST)/requirements-latest.txt
+	$(PY_LATEST) -m pip install -q --no-deps -e .
+	@echo "test-latest resolved to: $$($(PY_LATEST) scripts/unpinned_requirements.py --installed)"
+	$(PY_LATEST) -m pytest -q $(LATEST_PYTEST_ARGS) $(LATEST_TESTS)
 
 demo: $(STAMP)
 	$(PY) -m experiments.demo $(ARGS)

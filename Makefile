@@ -17,7 +17,7 @@ VENV_LATEST ?= .venv-latest
 PY_LATEST := $(VENV_LATEST)/bin/python
 # Requirements that replace an unpinned one, e.g. the H200 image's: LATEST_PINS="jax==0.11.2 flax==0.12.10".
 LATEST_PINS ?=
-# What test-latest runs: the tests not marked slow (today that is all of them: about 10 CPU-minutes, see the README).
+# What test-latest runs: the tests not marked slow (LATEST_PYTEST_ARGS="-m ''" adds the slow ones; see the README).
 LATEST_TESTS ?= tests
 LATEST_PYTEST_ARGS ?= -m "not slow"
 

@@ -12,7 +12,8 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 # `make test-latest`: the tests on the NEWEST jax/flax/optax/orbax/... releases (what accelerator images carry), in a
 # second virtualenv. jax >= 0.11 needs Python >= 3.12. The pins stay in pyproject.toml (`make test` uses them);
 # scripts/unpinned_requirements.py strips them, so there is no second requirement list to keep in step.
-PYTHON_LATEST ?= python3.12
+PYTHON_LATEST ?= $(shell for p in python3.13 python3.12 $$HOME/.pyenv/versions/3.1[23]*/bin/python3; do \
+  $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
 VENV_LATEST ?= .venv-latest
 PY_LATEST := $(VENV_LATEST)/bin/python
 # Requirements that replace an unpinned one, e.g. the H200 image's: LATEST_PINS="jax==0.11.2 flax==0.12.10".
@@ -31,8 +32,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Two pytest workers: most of a test's time is XLA compiling on one core, so two workers use both (pytest-xdist).
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 tests
 
 test-latest:
 	@$(PYTHON_LATEST) -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null || { echo "error: PYTHON_LATEST=$(PYTHON_LATEST) is not a Python >= 3.12 (jax >= 0.11 needs one): install one and run e.g. make test-latest PYTHON_LATEST=/path/to/python3.12" >&2; exit 1; }

@@ -17,7 +17,8 @@ class Checkpointer:
   def __init__(self, directory: str, max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=False)
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    # The handler named up front, so a fresh manager can read a step's metadata before restoring it.
+    self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler())
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -32,7 +33,20 @@ class Checkpointer:
     The target matters: without it optax states come back as plain lists and arrays lose their sharding.
     """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    self._check_shapes(step, abstract)
     return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+  def _check_shapes(self, step: int, abstract: Any) -> None:
+    """Refuse a target whose array shapes differ from the stored ones before orbax starts reading: a failed read
+    leaves its other asyncio tasks' errors to be logged ('Task exception was never retrieved') at garbage collection."""
+    stored = jax.tree.leaves(self._manager.item_metadata(step).tree, is_leaf=lambda x: hasattr(x, "shape"))
+    stored_shapes = sorted(tuple(x.shape) for x in stored)
+    wanted_shapes = sorted(tuple(x.shape) for x in jax.tree.leaves(abstract))
+    if stored_shapes != wanted_shapes:
+      extra = sorted(set(stored_shapes) - set(wanted_shapes))[:3]
+      missing = sorted(set(wanted_shapes) - set(stored_shapes))[:3]
+      raise ValueError(f"step {step} holds {len(stored_shapes)} arrays of other shapes than the {len(wanted_shapes)} "
+                       f"asked for (stored only: {extra}; asked only: {missing})")
 
   def close(self) -> None:
     self._manager.close()

@@ -54,7 +54,7 @@ def validate_inputs(observations, actions, weights) -> tuple[np.ndarray, np.ndar
   return observations, actions, w.astype(np.float32)
 
 
-def _check_guidance(guidance_scale) -> None:
+def check_guidance(guidance_scale) -> None:
   if isinstance(guidance_scale, numbers.Real):
     if math.isnan(guidance_scale) or guidance_scale < 0:
       raise ValueError(f"guidance_scale (rho) must be a finite number >= 0, got {guidance_scale!r}")
@@ -62,14 +62,14 @@ def _check_guidance(guidance_scale) -> None:
     raise ValueError(f"guidance_scale (rho) must be a Python number >= 0, got {type(guidance_scale).__name__}")
 
 
-def _as_key(key, seed) -> jax.Array:
+def as_key(key, seed) -> jax.Array:
   if key is None:
     return jax.random.PRNGKey(0 if seed is None else int(seed))
   key = key if isinstance(key, jax.Array) else jnp.asarray(key)  # no conversion on the per-action path
   return jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
 
 
-def _warn_above_w_max(w: np.ndarray, config) -> None:
+def warn_above_w_max(w: np.ndarray, config) -> None:
   w_max = config.sampling.w_max
   if w.max() > w_max:
     warnings.warn(f"weights reach {float(w.max()):.4g} > sampling.w_max = {w_max:g}: the sampler clips w (and the "

@@ -11,9 +11,9 @@ from common import run as run_lib
 from common.data import OfflineData
 from common.training import Trainer, init_seeds, seed_keys, seed_stage_keys
 from swg_jax import weights as weights_lib
-from swg_jax.inputs import _warn_above_w_max
+from swg_jax.inputs import warn_above_w_max
 from swg_jax.model import WeightedData
-from swg_jax.policy import SWGModel, _fit_seeds, seed_policy
+from swg_jax.policy import SWGModel, fit_seeds, seed_policy
 
 
 class TrainResult(NamedTuple):
@@ -43,9 +43,9 @@ def train(config, data: OfflineData, *, workdir: str | None = None, model_callba
                    name="critic", workdir=workdir, progress=config.progress,
                    checkpoint_every=config.checkpoint_every).run(critic, data, seed_stage_keys(keys, 1))
   w, adv = weights_lib.compute_weights(critic, data.observations, data.actions, config.weights, seed_axis=True)
-  _warn_above_w_max(w, config)
+  warn_above_w_max(w, config)
   weighted = WeightedData(observations=data.observations, actions=data.actions, weights=jnp.asarray(w))
-  model = _fit_seeds(weighted, seed_stage_keys(keys, 2), config, critic=critic, workdir=workdir,
+  model = fit_seeds(weighted, seed_stage_keys(keys, 2), config, critic=critic, workdir=workdir,
                      progress=config.progress, model_callback=model_callback, callback_every=callback_every)
   return TrainResult(model=model, critic=critic, weights=w, advantages=adv)
 

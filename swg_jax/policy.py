@@ -21,7 +21,7 @@ from common.networks import ConditionalEpsNet
 from common.training import Trainer, init_seeds, seed_stage_keys
 from swg_jax import model as model_lib, sampling
 from swg_jax.configs import get_config
-from swg_jax.inputs import _as_key, _check_guidance, _warn_above_w_max, validate_inputs
+from swg_jax.inputs import as_key, check_guidance, warn_above_w_max, validate_inputs
 from swg_jax.model import WeightedData
 from swg_jax.sampling import sample_z, select_best
 
@@ -61,14 +61,14 @@ def fit(observations, actions, weights, config=None, key=None, *, seed: int | No
   """
   config = config if config is not None else get_config("smoke")
   observations, actions, w = validate_inputs(observations, actions, weights)
-  _warn_above_w_max(w, config)
-  key = _as_key(key, config.seeds[0] if seed is None else seed)
+  warn_above_w_max(w, config)
+  key = as_key(key, config.seeds[0] if seed is None else seed)
   data = WeightedData(observations=jnp.asarray(observations), actions=jnp.asarray(actions), weights=jnp.asarray(w))
-  model = _fit_seeds(data, key[None], config, critic=critic, workdir=workdir, progress=progress)
+  model = fit_seeds(data, key[None], config, critic=critic, workdir=workdir, progress=progress)
   return model.seed(0)
 
 
-def _fit_seeds(data: WeightedData, keys: jax.Array, config, *, critic=None, workdir=None, progress=False,
+def fit_seeds(data: WeightedData, keys: jax.Array, config, *, critic=None, workdir=None, progress=False,
                model_callback=None, callback_every: int = 0) -> SWGModel:
   """The diffusion stage for every seed (keys [N, 2]); data.weights is [N_seeds, N] when it has a seed axis.
   model_callback(step, seed-stacked SWGModel): see `swg_jax.pipeline.train`."""
@@ -115,7 +115,7 @@ def sampling_options(model: SWGModel, **overrides) -> dict:
   if unknown:
     raise ValueError(f"unknown sampling option(s) {sorted(unknown)}; expected some of {sorted(opts)}")
   opts.update(overrides)
-  _check_guidance(opts["guidance_scale"])
+  check_guidance(opts["guidance_scale"])
   if opts["sampler"] not in sampling.SAMPLERS:
     raise ValueError(f"sampler must be one of {sampling.SAMPLERS}, got {opts['sampler']!r}")
   if opts["w_prediction"] not in sampling.W_PREDICTIONS:
@@ -158,7 +158,7 @@ def sample(model: SWGModel, observations, key, **overrides) -> tuple[jax.Array, 
   if observations.ndim != 2 or observations.shape[1] != model.obs_dim:
     raise ValueError(f"observations must have shape [B, {model.obs_dim}], got shape {observations.shape}")
   # A numpy array goes straight to the jitted call, which moves it 0.1 ms faster than jnp.asarray would.
-  return _sample(model, observations, _as_key(key, None), **opts)
+  return _sample(model, observations, as_key(key, None), **opts)
 
 
 def act(model: SWGModel, observations, key, **overrides) -> jax.Array:

@@ -259,6 +259,42 @@ def dataset_reference(dataset: str, info: dict, path: str) -> dict:
   return ref
 
 
+def earlier_results(out: str, header: dict, log=print) -> list[dict]:
+  """The results an earlier invocation left in `out`/validate.json with the same settings (preset, seeds, episodes),
+  so that a check run one dataset or algorithm at a time reports all of them; others are left out, and said so."""
+  path = os.path.join(out, "validate.json")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    saved = json.load(f)
+  same = ("preset", "seeds", "episodes")
+  if all(saved.get("header", {}).get(k) == header[k] for k in same):
+    return saved.get("results", [])
+  left = ", ".join(r["dataset"] for r in saved.get("results", []))
+  log(f"report.md leaves out the earlier results in {path} ({left}): they were made with other settings "
+      f"({ {k: saved.get('header', {}).get(k) for k in same} })")
+  return []
+
+
+def merge_results(earlier: list[dict], results: list[dict]) -> list[dict]:
+  """`results` (this invocation's) added to `earlier`: a dataset's runs of other algorithms are kept beside the new
+  ones, a rerun algorithm replaces its earlier record; datasets keep their first-run order."""
+  merged = {r["dataset"]: r for r in earlier}
+  for result in results:
+    old = merged.get(result["dataset"])
+    if old is None:
+      merged[result["dataset"]] = result
+      continue
+    runs = {a: r for a, r in old["runs"].items() if a not in result["runs"]}
+    curves = {p: c for p, c in old["curves"].items() if validate_algo(p) not in result["runs"]}
+    merged[result["dataset"]] = dict(result, runs={**runs, **result["runs"]}, curves={**curves, **result["curves"]})
+  return list(merged.values())
+
+
+def validate_algo(policy: str) -> str:
+  return next(algo for algo, policies in POLICIES.items() if policy in policies)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The whole check
 
@@ -266,7 +302,8 @@ def dataset_reference(dataset: str, info: dict, path: str) -> dict:
 def validate(datasets, algos, *, preset: str = "validate", seeds=None, episodes: int = 0, evals: int = 8,
              out: str = os.path.join("results", "validate"), progress: bool = True, log=print) -> list[dict]:
   """Check the inputs, then train and evaluate every algorithm on every dataset, writing the figures, report.md and
-  validate.json into `out` after each run. Returns the results (see experiments/validate_report.py). Raises
+  validate.json into `out` after each run (with what earlier invocations left there under the same settings).
+  Returns this invocation's results (see experiments/validate_report.py). Raises
   ValidateError, common.data.DatasetError or common.run.RunError with a message for the user."""
   from common import run as run_lib
   from common.checkpoint import write_json_atomic
@@ -277,6 +314,7 @@ def validate(datasets, algos, *, preset: str = "validate", seeds=None, episodes:
   first = configs[(datasets[0], algos[0])]
   header = {"preset": preset, "seeds": list(first.seeds), "episodes": int(first.eval.episodes),
             "device": run_lib.device_description()}
+  earlier = earlier_results(out, header, log)
   results = []
   for dataset in datasets:
     slug = dataset.strip("/").replace("/", "_")
@@ -293,9 +331,11 @@ def validate(datasets, algos, *, preset: str = "validate", seeds=None, episodes:
       run = run_algo(algo, config, data, info, workdir, log=log)
       result["runs"][algo] = run
       result["curves"].update(read_curves(workdir, algo, run["every"], run["num_steps"]))
-      validate_report.plot_dataset(result, os.path.join(out, result["figure"]))
-      validate_report.write_report(results, header, out)
-      write_json_atomic(os.path.join(out, "validate.json"), {"header": header, "results": results})
+      everything = merge_results(earlier, results)
+      shown = next(r for r in everything if r["dataset"] == dataset)
+      validate_report.plot_dataset(shown, os.path.join(out, result["figure"]))
+      validate_report.write_report(everything, header, out)
+      write_json_atomic(os.path.join(out, "validate.json"), {"header": header, "results": everything})
       log(f"[{dataset}] {algo} done in {time.time() - start:.0f} s (this invocation)")
   return results
 

@@ -138,3 +138,39 @@ def test_missing_dataset_gives_one_error_line(minari_root, tmp_path):
   assert len(lines) == 1 and lines[0].startswith("error: dataset 'recipes/walker2d/medium-v0' is not built yet")
   assert "--recipe=medium --env=Walker2d-v5" in lines[0] and "make datasets" in lines[0]
   assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_report_keeps_every_dataset_and_algorithm_run_into_the_same_folder(minari_root, tmp_path):
+  """`make validate` run one dataset or algorithm at a time (as a long check is, over days) still reports all of
+  them: each invocation adds its results to what the folder's validate.json holds, made with the same settings."""
+  root, episodes = minari_root
+  other, third = "recipes/hopper/medium-v0", "recipes/hopper/random-v0"
+  lo, hi = recipes.reference_scores("Hopper-v5")
+  for dataset_id, level in ((other, "medium"), (third, "random")):
+    if not (root / dataset_id).exists():
+      meta = {"recipe": level, "recipe_seed": 0, "ref_min_score": lo, "ref_max_score": hi}
+      recipes.write_minari(dataset_id, episodes[:3], "Hopper-v5", meta, overwrite=False, description="test data")
+  out = tmp_path / "out"
+  common = dict(preset="smoke", seeds=[0, 1], episodes=1, evals=1, out=str(out), progress=False,
+                log=lambda *a: None)
+  validate.validate([DATASET], ["srpo"], **common)
+  validate.validate([other], ["srpo"], **common)
+  results = validate.validate([DATASET], ["swg"], **common)
+  assert [r["dataset"] for r in results] == [DATASET]  # what this invocation ran
+
+  saved = json.loads((out / "validate.json").read_text())
+  by_dataset = {r["dataset"]: r for r in saved["results"]}
+  assert set(by_dataset) == {DATASET, other}
+  assert set(by_dataset[DATASET]["runs"]) == {"srpo", "swg"}
+  assert set(by_dataset[DATASET]["curves"]) == {"srpo", "swg", "swgr"}
+  assert set(by_dataset[other]["runs"]) == {"srpo"}
+  report = (out / "report.md").read_text()
+  for dataset, policy in ((DATASET, "SRPO"), (DATASET, "SWG"), (DATASET, "SWG-R"), (other, "SRPO")):
+    assert f"| {dataset} | {policy} |" in report
+
+  # Results made with other settings are not mixed into the table: the report says they were left out.
+  logged = []
+  validate.validate([third], ["srpo"], **dict(common, episodes=2, log=logged.append))
+  report = (out / "report.md").read_text()
+  assert f"| {DATASET} |" not in report and f"| {other} |" not in report and f"| {third} | SRPO |" in report
+  assert any("leaves out" in line and DATASET in line and other in line for line in logged)

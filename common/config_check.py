@@ -51,10 +51,32 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
   return config
 
 
+def override_items(argv: list[str], flag: str = "config") -> list[tuple[str, str | None]]:
+  """(field path, value or None) of every `--config.<path>=v`, `--config.<path> v` and `--noconfig.<path>` in argv."""
+  pattern = re.compile(rf"^--?(no)?{re.escape(flag)}\.([^=]+)(?:=(.*))?$", re.DOTALL)
+  items = []
+  for i, arg in enumerate(argv):
+    m = pattern.match(arg)
+    if m:
+      value = m.group(3)
+      if value is None and not m.group(1) and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+        value = argv[i + 1]
+      items.append((m.group(2), value))
+  return items
+
+
 def override_paths(argv: list[str], flag: str = "config") -> list[str]:
   """The field paths of every `--config.<path>=v`, `--config.<path> v` and `--noconfig.<path>` in argv, in order."""
-  pattern = re.compile(rf"^--?(?:no)?{re.escape(flag)}\.([^=]+)")
-  return [m.group(1) for arg in argv if (m := pattern.match(arg))]
+  return [path for path, _ in override_items(argv, flag)]
+
+
+def _whole_tuple_example(value: tuple, path: str, given: str | None) -> str:
+  """`value` with the item that `path`'s last index names replaced by `given` (as typed), for an error message."""
+  m = re.search(r"\[(-?\d+)\]$", path)
+  items = [repr(v) for v in value]
+  if m and given is not None and -len(items) <= int(m.group(1)) < len(items):
+    items[int(m.group(1))] = given
+  return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
 
 
 def _named_fields(path: str) -> list[str]:
@@ -88,11 +110,15 @@ def nearest_fields(path: str, config: ml_collections.ConfigDict) -> tuple[list[s
   return (close, True) if close else (difflib.get_close_matches(path, paths, n=1, cutoff=0.0), False)
 
 
-def check_overrides(config: ml_collections.ConfigDict, paths: list[str], *, what: str, flag: str = "config") -> None:
-  """Raise ConfigError for the first override path that names no field of `config` (`what` says whose config)."""
+def check_overrides(config: ml_collections.ConfigDict, paths: list[str], *, what: str, flag: str = "config",
+                    values: dict[str, str | None] | None = None) -> None:
+  """Raise ConfigError for the first override path that names no field of `config` (`what` says whose config), or
+  that indexes into a tuple (ml_collections cannot set one item of it). `values`: path -> the value as typed."""
+  values = values or {}
   for path in paths:
     node: Any = config
-    for depth, name in enumerate(_named_fields(path)):
+    names = _named_fields(path)
+    for depth, name in enumerate(names):
       if not isinstance(node, ml_collections.ConfigDict) or name not in node:
         where = ".".join(_named_fields(path)[:depth + 1])
         near, close = nearest_fields(where, config)
@@ -106,6 +132,12 @@ def check_overrides(config: ml_collections.ConfigDict, paths: list[str], *, what
           hint = f"{flag}.{parent} is a {type(node).__name__}, not a group of fields; " + hint
         raise ConfigError(f"--{flag}.{path}: the {what} config has no field {where!r}; {hint.strip()}")
       node = node[name]
+    if "[" in path and isinstance(node, tuple):
+      given = values.get(path)
+      field = ".".join(names)
+      raise ConfigError(f"--{flag}.{path}{'' if given is None else '=' + given}: {flag}.{field} is a tuple, "
+                        f"{node!r}; its items cannot be set one by one: give it whole, e.g. "
+                        f"--{flag}.{field}='{_whole_tuple_example(node, path, given)}'")
 
 
 def check_structure(config: ml_collections.ConfigDict, references: dict[str, ml_collections.ConfigDict], algo: str,

@@ -25,6 +25,7 @@ on a file system every process sees (the checkpoints are written by all of them)
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from absl import app, flags, logging
@@ -70,12 +71,19 @@ def resolve_config_flag(argv: list[str]) -> list[str]:
   _, dataset = _flag_value(argv, "dataset")
   i, spec = _flag_value(argv, "config")
   if spec is None:
-    if algo in ALGOS:  # an unknown or missing --algo is reported by absl itself
-      argv.append(f"--config={config_path(algo)}:{dataset + ':' if dataset else ''}paper")
-    return argv
-  path, _, arg = spec.partition(":")
-  if dataset and ":" not in arg:  # "<preset>" or "": put the dataset in
-    argv[i:i + (1 if argv[i].startswith("--config=") else 2)] = [f"--config={path}:{dataset}:{arg or 'paper'}"]
+    if algo not in ALGOS:  # an unknown or missing --algo is reported by absl itself
+      return argv
+    config_arg = f"--config={config_path(algo)}:{dataset + ':' if dataset else ''}paper"
+  else:
+    del argv[i:i + (1 if argv[i].startswith("--config=") else 2)]
+    path, _, arg = spec.partition(":")
+    if dataset and ":" not in arg:  # "<preset>" or "": put the dataset in
+      spec = f"{path}:{dataset}:{arg or 'paper'}"
+    config_arg = f"--config={spec}"
+  # ml_collections knows the --config.<field> flags only once --config is parsed: it goes before the first of them.
+  override = re.compile(r"^--?(no)?config\.")
+  first = next((j for j, a in enumerate(argv) if override.match(a)), len(argv) if spec is None else i)
+  argv.insert(first, config_arg)
   return argv
 
 
@@ -99,7 +107,8 @@ def config_problem(argv: list[str]) -> str | None:
   try:
     config = config_check.load_config_file(spec)
     config_check.check_structure(config, references, algo, spec)
-    config_check.check_overrides(config, config_check.override_paths(argv), what=algo)
+    items = config_check.override_items(argv)
+    config_check.check_overrides(config, [p for p, _ in items], what=algo, values=dict(items))
   except config_check.ConfigError as e:
     return str(e)
   return None

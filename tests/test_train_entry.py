@@ -136,6 +136,21 @@ def test_resolve_config_flag_puts_the_dataset_into_the_config_arg():
       "--config=c.py:x:demo"
   unchanged = ["p", "--algo=swg", "--dataset=x", "--config=c.py:x:smoke"]
   assert resolve_config_flag(unchanged) == unchanged
+  # ml_collections reads a --config.<field> override only after --config itself ("Unknown command line flag"
+  # otherwise): the config flag, given or implied, goes before the first override.
+  assert resolve_config_flag(["p", "--algo=srpo", "--config.critic.lr=1", "--dataset=x"]) == \
+      ["p", "--algo=srpo", f"--config={path}:x:paper", "--config.critic.lr=1", "--dataset=x"]
+  assert resolve_config_flag(["p", "--algo=swg", "--noconfig.progress", "--config", "c.py:x:demo"]) == \
+      ["p", "--algo=swg", "--config=c.py:x:demo", "--noconfig.progress"]
+
+
+def test_overrides_without_a_config_flag_reach_the_config(tmp_path):
+  """`--config.<field>` given without --config (the config is implied by --algo) is parsed, not refused by absl."""
+  proc = subprocess.run([sys.executable, "-m", "experiments.train", "--algo=swg", "--config.critic.hidden=(3,256)",
+                         "--dataset=no-such-data", f"--workdir={tmp_path / 'run'}"], cwd=REPO, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode != 0 and "Unknown command line flag" not in proc.stderr
+  assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "no-such-data" in proc.stderr
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -229,6 +244,9 @@ def train_argv(*extra, algo="srpo", config="srpo_jax/configs.py:smoke"):
     ("--config.polcy.beta=3", r"no field 'polcy'; did you mean --config\.policy\?"),
     ("--config.critic.lr.x=3", r"config\.critic\.lr is a float, not a group of fields"),
     ("--noconfig.progres", r"no field 'progres'; did you mean --config\.progress\?"),
+    ("--config.critic.hidden[0]=3", r"^--config\.critic\.hidden\[0\]=3: config\.critic\.hidden is a tuple, "
+                                    r"\(32, 32\); its items cannot be set one by one: give it whole, e\.g\. "
+                                    r"--config\.critic\.hidden='\(3, 32\)'"),
 ])
 def test_unknown_config_override_names_the_nearest_field(override, message):
   from experiments.train import config_problem

@@ -65,11 +65,6 @@ def override_items(argv: list[str], flag: str = "config") -> list[tuple[str, str
   return items
 
 
-def override_paths(argv: list[str], flag: str = "config") -> list[str]:
-  """The field paths of every `--config.<path>=v`, `--config.<path> v` and `--noconfig.<path>` in argv, in order."""
-  return [path for path, _ in override_items(argv, flag)]
-
-
 def _whole_tuple_example(value: tuple, path: str, given: str | None) -> str:
   """`value` with the item that `path`'s last index names replaced by `given` (as typed), for an error message."""
   m = re.search(r"\[(-?\d+)\]$", path)
@@ -120,11 +115,11 @@ def check_overrides(config: ml_collections.ConfigDict, paths: list[str], *, what
     names = _named_fields(path)
     for depth, name in enumerate(names):
       if not isinstance(node, ml_collections.ConfigDict) or name not in node:
-        where = ".".join(_named_fields(path)[:depth + 1])
+        where = ".".join(names[:depth + 1])
         near, close = nearest_fields(where, config)
-        names = " or ".join(f"--{flag}.{p}" for p in near)
-        hint = (f"did you mean {names}?" if close else f"the nearest valid name is {names}") if near else ""
-        parent = ".".join(_named_fields(path)[:depth])
+        suggested = " or ".join(f"--{flag}.{p}" for p in near)
+        hint = (f"did you mean {suggested}?" if close else f"the nearest valid name is {suggested}") if near else ""
+        parent = ".".join(names[:depth])
         if isinstance(node, ml_collections.ConfigDict):
           fields = ", ".join(sorted(node.keys()))
           hint += f" (fields of {flag}{'.' + parent if parent else ''}: {fields})"

@@ -279,6 +279,8 @@ def earlier_results(out: str, header: dict, log=print) -> list[dict]:
 def merge_results(earlier: list[dict], results: list[dict]) -> list[dict]:
   """`results` (this invocation's) added to `earlier`: a dataset's runs of other algorithms are kept beside the new
   ones, a rerun algorithm replaces its earlier record; datasets keep their first-run order."""
+  from experiments.validate_report import POLICY_ALGO
+
   merged = {r["dataset"]: r for r in earlier}
   for result in results:
     old = merged.get(result["dataset"])
@@ -286,13 +288,9 @@ def merge_results(earlier: list[dict], results: list[dict]) -> list[dict]:
       merged[result["dataset"]] = result
       continue
     runs = {a: r for a, r in old["runs"].items() if a not in result["runs"]}
-    curves = {p: c for p, c in old["curves"].items() if validate_algo(p) not in result["runs"]}
+    curves = {p: c for p, c in old["curves"].items() if POLICY_ALGO[p] not in result["runs"]}
     merged[result["dataset"]] = dict(result, runs={**runs, **result["runs"]}, curves={**curves, **result["curves"]})
   return list(merged.values())
-
-
-def validate_algo(policy: str) -> str:
-  return next(algo for algo, policies in POLICIES.items() if policy in policies)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -259,21 +259,40 @@ def dataset_reference(dataset: str, info: dict, path: str) -> dict:
   return ref
 
 
-def earlier_results(out: str, header: dict, log=print) -> list[dict]:
-  """The results an earlier invocation left in `out`/validate.json with the same settings (preset, seeds, episodes),
-  so that a check run one dataset or algorithm at a time reports all of them; others are left out, and said so."""
+def earlier_results(out: str, header: dict, expected_config, log=print) -> list[dict]:
+  """The results an earlier invocation left in `out`/validate.json with the same settings (preset, seeds, episodes,
+  and each run's resolved config equal to `expected_config(dataset, algo)`: a preset's values can change under its
+  name), so that a check run one dataset or algorithm at a time reports all of them; others are left out, and said
+  so."""
+  from common.run import config_differences
+  from experiments.validate_report import POLICY_ALGO
+
   path = os.path.join(out, "validate.json")
   if not os.path.exists(path):
     return []
   with open(path) as f:
     saved = json.load(f)
   same = ("preset", "seeds", "episodes")
-  if all(saved.get("header", {}).get(k) == header[k] for k in same):
-    return saved.get("results", [])
-  left = ", ".join(r["dataset"] for r in saved.get("results", []))
-  log(f"report.md leaves out the earlier results in {path} ({left}): they were made with other settings "
-      f"({ {k: saved.get('header', {}).get(k) for k in same} })")
-  return []
+  if not all(saved.get("header", {}).get(k) == header[k] for k in same):
+    left = ", ".join(r["dataset"] for r in saved.get("results", []))
+    log(f"report.md leaves out the earlier results in {path} ({left}): they were made with other settings "
+        f"({ {k: saved.get('header', {}).get(k) for k in same} })")
+    return []
+  kept = []
+  for result in saved.get("results", []):
+    runs = {}
+    for algo, run in result["runs"].items():
+      diffs = (["no config recorded"] if "config" not in run else
+               config_differences(run["config"], {"algo": algo, **expected_config(result["dataset"], algo).to_dict()}))
+      if diffs:
+        log(f"report.md leaves out the earlier {algo} run on {result['dataset']} in {path}: its config differs from "
+            f"this one's ({'; '.join(diffs[:3])}{'; ...' if len(diffs) > 3 else ''})")
+      else:
+        runs[algo] = run
+    if runs:
+      curves = {p: c for p, c in result["curves"].items() if POLICY_ALGO[p] in runs}
+      kept.append(dict(result, runs=runs, curves=curves))
+  return kept
 
 
 def merge_results(earlier: list[dict], results: list[dict]) -> list[dict]:
@@ -312,7 +331,8 @@ def validate(datasets, algos, *, preset: str = "validate", seeds=None, episodes:
   first = configs[(datasets[0], algos[0])]
   header = {"preset": preset, "seeds": list(first.seeds), "episodes": int(first.eval.episodes),
             "device": run_lib.device_description()}
-  earlier = earlier_results(out, header, log)
+  earlier = earlier_results(
+      out, header, lambda d, a: build_config(a, d, preset, seeds, episodes, evals, progress), log)
   results = []
   for dataset in datasets:
     slug = dataset.strip("/").replace("/", "_")
@@ -327,6 +347,7 @@ def validate(datasets, algos, *, preset: str = "validate", seeds=None, episodes:
       workdir = os.path.join(out, "runs", slug, algo)
       start = time.time()
       run = run_algo(algo, config, data, info, workdir, log=log)
+      run["config"] = json.loads(json.dumps({"algo": algo, **config.to_dict()}, default=str))  # see earlier_results
       result["runs"][algo] = run
       result["curves"].update(read_curves(workdir, algo, run["every"], run["num_steps"]))
       everything = merge_results(earlier, results)

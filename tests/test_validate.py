@@ -174,3 +174,32 @@ def test_report_keeps_every_dataset_and_algorithm_run_into_the_same_folder(minar
   report = (out / "report.md").read_text()
   assert f"| {DATASET} |" not in report and f"| {other} |" not in report and f"| {third} | SRPO |" in report
   assert any("leaves out" in line and DATASET in line and other in line for line in logged)
+
+
+def test_report_leaves_out_runs_made_with_another_config_under_the_same_preset_name(minari_root, tmp_path,
+                                                                                      monkeypatch):
+  """A preset whose values changed between invocations (as `validate` did: 30k -> 100k critic steps) keeps its name,
+  seeds and episodes: the earlier runs must still not be merged into the new table as if they were comparable."""
+  from srpo_jax import configs as srpo_configs
+
+  out = tmp_path / "out"
+  common = dict(preset="smoke", seeds=[0, 1], episodes=1, evals=1, out=str(out), progress=False)
+  validate.validate([DATASET], ["srpo"], log=lambda *a: None, **common)
+  saved = json.loads((out / "validate.json").read_text())
+  assert saved["results"][0]["runs"]["srpo"]["config"]["critic"]["num_steps"] == 20  # what the run trained with
+
+  smoke = srpo_configs._PRESET_FNS["smoke"]
+
+  def longer_critic(c):
+    c = smoke(c)
+    c.critic.num_steps = 30
+    return c
+
+  monkeypatch.setitem(srpo_configs._PRESET_FNS, "smoke", longer_critic)
+  logged = []
+  validate.validate([DATASET], ["swg"], log=logged.append, **common)  # the srpo run of the old preset is not rerun
+  saved = json.loads((out / "validate.json").read_text())
+  (result,) = saved["results"]
+  assert set(result["runs"]) == {"swg"} and set(result["curves"]) == {"swg", "swgr"}
+  assert f"| {DATASET} | SRPO |" not in (out / "report.md").read_text()
+  assert any("leaves out" in line and "srpo" in line and "critic.num_steps: 20 -> 30" in line for line in logged)

@@ -17,11 +17,9 @@ redone (an evaluation cut short is), a finished run is only read. A run folder h
 Bad input (an unknown dataset id, a dataset that is not built yet, with the command that builds it, an unknown
 algorithm or preset, bad seeds or counts) ends with one `error: ...` line before anything is trained.
 
-The preset's step counts are an ESTIMATE of about 20 minutes per dataset and algorithm on 2 CPU cores, from the
-demo's measured speed (README: 6k critic + 4k diffusion steps of 2 seeds in 91 s; + 4k behaviour + 2k policy steps
-in 109 s): critic ~6 ms, diffusion or behaviour ~14 ms, SRPO policy ~12 ms per step of 2 seeds, i.e. SWG 30k + 30k
-steps ~10 min and SRPO 30k + 30k + 20k ~14 min of training, plus the evaluations (full 1000-step episodes cost the
-most: SWG-R samples 16 candidates per state).
+The preset's step counts are sized for about 20 minutes per dataset and algorithm on 2 CPU cores (SWG and SWG-R
+share one); the README gives the measured times. Its critics train for 100k steps: with 30k they were too poor for
+the papers' beta to work on walker2d-medium-replay (README, "Does it learn locomotion?").
 """
 from __future__ import annotations
 

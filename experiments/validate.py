@@ -19,8 +19,8 @@ algorithm or preset, bad seeds or counts) ends with one `error: ...` line before
 
 The preset's step counts are sized for about 20 minutes per dataset and algorithm on 2 CPU cores (SWG and SWG-R
 share one model); the README gives the measured times. Its critics train for 100k steps: with 30k they were too poor
-for the papers' beta to work on walker2d-medium-replay; SWG's diffusion trains for 100k: with 30k its own weight
-prediction did not lift HalfCheetah above the data (README, "Does it learn locomotion?").
+for the papers' beta to work on walker2d-medium-replay; SWG's diffusion trains for 100k: with 30k SWG stayed below
+the data on halfcheetah-medium-replay (README, "Does it learn locomotion?").
 """
 from __future__ import annotations
 

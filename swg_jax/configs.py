@@ -3,9 +3,9 @@
   python -m experiments.train --algo=swg --config=swg_jax/configs.py:antmaze-umaze-v0:paper --seeds=0,1,2,3,4
 
 Presets: "paper" (the official numbers below), "demo" (small networks and a few thousand steps: the built-in Reacher
-dataset in minutes on a CPU), "validate" (the demo's networks, 100k critic + 100k diffusion steps, 2 seeds, 10 evaluation
-episodes: `make validate`'s locomotion learning check, SWG and SWG-R together about 40 minutes per dataset on 2 CPU
-cores, see README)
+dataset in minutes on a CPU), "validate" (the demo's networks, 100k critic + 100k diffusion steps, 2 seeds, 10
+evaluation episodes: `make validate`'s locomotion learning check, SWG and SWG-R together about 32-38 minutes per
+dataset on 2 CPU cores, see README)
 and "smoke" (tiny, a few steps: wiring checks only).
 
 Paper values are those of the official JAX code (configs/D4RL/config.yaml): critic 500k steps at batch 256, diffusion
@@ -72,7 +72,8 @@ def _validate() -> ml_collections.ConfigDict:
   c.checkpoint_every = 5000
   # 100k critic steps: with 30k the locomotion critics were too poor to guide (walker2d-medium-replay, see README).
   c.critic.update(num_steps=100_000)
-  # 100k diffusion steps: with 30k, SWG's own weight prediction did not steer HalfCheetah above the data (README).
+  # 100k diffusion steps: with 30k SWG stayed below the data on HalfCheetah; the longer-trained model imitates
+  # better (its guidance adds little there, README).
   c.diffusion.update(num_steps=100_000, decay_steps=100_000)
   c.eval.episodes = 10
   return c

@@ -75,8 +75,12 @@ def table_rows(result: dict) -> list[str]:
     final = curve[-1][key]
     best = max(curve, key=lambda p: p[key]["mean"])
     margin = "n/a" if base is None else f"{final['mean'] - base:+.1f}"
-    share = ("n/a" if base is None or top is None or top == base else
-             f"{100 * (final['mean'] - base) / (top - base):.0f} %")
+    if base is None or top is None or top == base:
+      share = "n/a"
+    elif final["mean"] < base:  # a share of the gap would be negative, and huge when the gap is small
+      share = "below the data"
+    else:
+      share = f"{100 * (final['mean'] - base) / (top - base):.0f} %"
     run = result["runs"].get(POLICY_ALGO.get(policy, policy), {})
     train_s = sum(run.get("stage_seconds", {}).values())
     rows.append(f"| {result['dataset']} | {POLICY_NAMES.get(policy, policy)} | {_mean_std(final)} (step "

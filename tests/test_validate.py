@@ -203,3 +203,18 @@ def test_report_leaves_out_runs_made_with_another_config_under_the_same_preset_n
   assert set(result["runs"]) == {"swg"} and set(result["curves"]) == {"swg", "swgr"}
   assert f"| {DATASET} | SRPO |" not in (out / "report.md").read_text()
   assert any("leaves out" in line and "srpo" in line and "critic.num_steps: 20 -> 30" in line for line in logged)
+
+
+def test_report_says_below_the_data_instead_of_a_negative_share_of_the_gap():
+  from experiments import validate_report
+
+  def result(final):
+    point = lambda step, mean: {"step": step, "score": {"mean": mean, "std": 1.0}, "return": {"mean": 0.0, "std": 0.0}}
+    return {"dataset": "d", "reference": {"dataset_score": 35.2, "policy_score": 37.0},
+            "curves": {"srpo": [point(10, 20.0), point(20, final)]},
+            "runs": {"srpo": {"stage_seconds": {"critic": 60.0}, "eval_seconds": 6.0}}}
+
+  (below,) = validate_report.table_rows(result(7.7))
+  assert "| -27.5 | below the data |" in below and "%" not in below
+  (above,) = validate_report.table_rows(result(36.1))
+  assert "| +0.9 | 50 % |" in above

@@ -208,9 +208,9 @@ def test_report_leaves_out_runs_made_with_another_config_under_the_same_preset_n
 def test_report_says_below_the_data_instead_of_a_negative_share_of_the_gap():
   from experiments import validate_report
 
-  def result(final):
+  def result(final, top=37.0):
     point = lambda step, mean: {"step": step, "score": {"mean": mean, "std": 1.0}, "return": {"mean": 0.0, "std": 0.0}}
-    return {"dataset": "d", "reference": {"dataset_score": 35.2, "policy_score": 37.0},
+    return {"dataset": "d", "reference": {"dataset_score": 35.2, "policy_score": top},
             "curves": {"srpo": [point(10, 20.0), point(20, final)]},
             "runs": {"srpo": {"stage_seconds": {"critic": 60.0}, "eval_seconds": 6.0}}}
 
@@ -218,3 +218,5 @@ def test_report_says_below_the_data_instead_of_a_negative_share_of_the_gap():
   assert "| -27.5 | below the data |" in below and "%" not in below
   (above,) = validate_report.table_rows(result(36.1))
   assert "| +0.9 | 50 % |" in above
+  (no_gap,) = validate_report.table_rows(result(36.1, top=35.0))  # the data-making policy below the data's average
+  assert "| +0.9 | n/a |" in no_gap

@@ -130,7 +130,7 @@ def make_recipe_from_flags():
       expert_steps=FLAGS.expert_steps or None, dataset_steps=FLAGS.dataset_steps,
       target_return=FLAGS.target_return, progress=FLAGS.progress)
   meta = dataset.storage.metadata
-  print(f"wrote {dataset.storage.metadata['dataset_id']} under {recipes.minari_root()}: {dataset.total_episodes} episodes, "
+  print(f"wrote {meta['dataset_id']} under {recipes.minari_root()}: {dataset.total_episodes} episodes, "
         f"{dataset.total_steps} steps, dataset average return {dataset_average_return(dataset):.1f} (reference "
         f"random {meta['ref_min_score']:.1f}, expert {meta['ref_max_score']:.1f})")
 

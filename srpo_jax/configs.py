@@ -5,10 +5,11 @@
 Presets: "paper" (the official code's numbers: 1.5M critic, 2M behaviour and 1M policy steps), "demo" (small networks,
 a few thousand steps: the built-in Reacher dataset in minutes on a CPU), "validate" (the demo's networks, 100k critic,
 30k behaviour and 20k policy steps with the "- eps" baseline, 2 seeds, 10 evaluation episodes: `make validate`'s
-locomotion learning check) and "smoke" (tiny nets, a few steps: wiring checks only). Any id of a dataset of the paper's tables (D4RL name, Minari port, recipe rebuild:
-`common.dataset_ids.d4rl_name_for`) sets beta (the official per-dataset table), the IQL expectile (0.9 AntMaze / 0.7
-otherwise), the policy depth (4 AntMaze / 2 otherwise), AntMaze's per-sample normalisation of grad_a Q and, like any
-dataset name, the reward preprocessing kind; other datasets keep the defaults below (beta 0.05) and say so once.
+locomotion learning check) and "smoke" (tiny nets, a few steps: wiring checks only). Any id of a dataset of the
+paper's tables (D4RL name, Minari port, recipe rebuild: `common.dataset_ids.d4rl_name_for`) sets beta (the official
+per-dataset table), the IQL expectile (0.9 AntMaze / 0.7 otherwise), the policy depth (4 AntMaze / 2 otherwise),
+AntMaze's per-sample normalisation of grad_a Q and, like any dataset name, the reward preprocessing kind; other
+datasets keep the defaults below (beta 0.05) and say so once.
 """
 from __future__ import annotations
 

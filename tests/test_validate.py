@@ -218,5 +218,7 @@ def test_report_says_below_the_data_instead_of_a_negative_share_of_the_gap():
   assert "| -27.5 | below the data |" in below and "%" not in below
   (above,) = validate_report.table_rows(result(36.1))
   assert "| +0.9 | 50 % |" in above
+  (beyond,) = validate_report.table_rows(result(41.1))  # past the data-making policy: say so, not just "328 %"
+  assert "| +5.9 | beyond it (328 %) |" in beyond
   (no_gap,) = validate_report.table_rows(result(36.1, top=35.0))  # the data-making policy below the data's average
   assert "| +0.9 | n/a |" in no_gap

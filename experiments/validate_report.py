@@ -80,8 +80,8 @@ def table_rows(result: dict) -> list[str]:
     elif final["mean"] < base:  # a share of the gap would be negative, and huge when the gap is small
       share = "below the data"
     else:  # past the data-making policy the share tops 100 % (by a lot when the gap is small): name it
-      share = f"{100 * (final['mean'] - base) / (top - base):.0f} %"
-      share = f"beyond it ({share})" if final["mean"] > top else share
+      percent = f"{100 * (final['mean'] - base) / (top - base):.0f} %"
+      share = f"beyond it ({percent})" if final["mean"] > top else percent
     run = result["runs"].get(POLICY_ALGO.get(policy, policy), {})
     train_s = sum(run.get("stage_seconds", {}).values())
     rows.append(f"| {result['dataset']} | {POLICY_NAMES.get(policy, policy)} | {_mean_std(final)} (step "

@@ -50,3 +50,17 @@ class ArchitectureTest(chex.TestCase):
     out = self.variant(DiracPolicy(A).apply)(init(DiracPolicy(A), (1, S)), 100 * jnp.ones((4, S)))
     chex.assert_shape(out, (4, A))
     assert float(jnp.max(jnp.abs(out))) <= 1.0
+
+
+def test_mish_and_its_gradient_match_the_closed_form_and_the_backward_pass_recomputes_it():
+  """mish(x) = x tanh(softplus(x)), mish'(x) = tanh(sp) + x sigmoid(x) (1 - tanh(sp)^2). The network's mish is
+  rematerialised (jax.checkpoint): its backward pass recomputes softplus and tanh from x instead of saving them."""
+  from common.networks import mish
+
+  x = jnp.linspace(-6.0, 6.0, 241)
+  sp = jnp.log1p(jnp.exp(x))
+  chex.assert_trees_all_close(mish(x), x * jnp.tanh(sp), rtol=1e-6, atol=1e-7)
+  want = jnp.tanh(sp) + x * jax.nn.sigmoid(x) * (1.0 - jnp.tanh(sp) ** 2)
+  chex.assert_trees_all_close(jax.vmap(jax.grad(mish))(x), want, rtol=1e-5, atol=1e-6)
+  grad_jaxpr = jax.make_jaxpr(jax.grad(lambda v: jnp.sum(mish(v))))(x)
+  assert any(e.primitive.name.startswith(("remat", "checkpoint")) for e in grad_jaxpr.jaxpr.eqns)

@@ -17,7 +17,6 @@ from flax.training.train_state import TrainState
 
 from common.data import OfflineData, sample_batch
 from common.networks import TwinQ, ValueNet, compute_dtype
-from common.training import flat_update
 
 
 class CriticState(flax.struct.PyTreeNode):
@@ -33,17 +32,15 @@ def expectile_loss(diff: jax.Array, expectile: float) -> jax.Array:
 
 
 def init_critic(key: jax.Array, obs_dim: int, action_dim: int, config) -> CriticState:
-  """config fields: hidden (tuple), value_layer_norm (bool), lr (float), compute_dtype (optional, "float32"),
-  flat_optimizer (optional, False: see `common.training.flat_update`)."""
+  """config fields: hidden (tuple), value_layer_norm (bool), lr (float), compute_dtype (optional, "float32")."""
   q_key, v_key = jax.random.split(key)
   dtype = compute_dtype(config.get("compute_dtype", "float32"))
   q_net = TwinQ(hidden=tuple(config.hidden), dtype=dtype)
   v_net = ValueNet(hidden=tuple(config.hidden), layer_norm_input=config.value_layer_norm, dtype=dtype)
   q_params = q_net.init(q_key, jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim)))
   v_params = v_net.init(v_key, jnp.zeros((1, obs_dim)))
-  flat = config.get("flat_optimizer", False)
-  q = TrainState.create(apply_fn=q_net.apply, params=q_params, tx=flat_update(optax.adam(config.lr), flat))
-  v = TrainState.create(apply_fn=v_net.apply, params=v_params, tx=flat_update(optax.adam(config.lr), flat))
+  q = TrainState.create(apply_fn=q_net.apply, params=q_params, tx=optax.adam(config.lr))
+  v = TrainState.create(apply_fn=v_net.apply, params=v_params, tx=optax.adam(config.lr))
   return CriticState(q=q, q_target_params=q_params, v=v)
 
 

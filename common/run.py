@@ -86,9 +86,18 @@ def _flatten(d: dict, prefix: str = "") -> dict:
   return out
 
 
+# Fields configs no longer have, with the value that computed what today's code computes: a run recorded with that
+# value is the same run (flat_optimizer=False was the per-array optimizer update every stage now uses).
+RETIRED_FIELDS = {"flat_optimizer": False}
+
+
 def config_differences(old: dict, new: dict) -> list[str]:
-  """'field: old -> new' for every field that changes what a run computes (DRIVER_FIELDS excluded)."""
+  """'field: old -> new' for every field that changes what a run computes (DRIVER_FIELDS excluded, and a
+  RETIRED_FIELDS entry at its retired value)."""
   a, b = _flatten(old), _flatten(json.loads(json.dumps(new, default=str)))
+  retired = lambda flat: {k: v for k, v in flat.items()
+                          if not (k.split(".")[-1] in RETIRED_FIELDS and v == RETIRED_FIELDS[k.split(".")[-1]])}
+  a, b = retired(a), retired(b)
   return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in sorted(set(a) | set(b))
           if k.split(".")[-1] not in DRIVER_FIELDS and a.get(k) != b.get(k)]
 

@@ -30,24 +30,16 @@ from common.networks import FROZEN
 StepFn = Callable[[Any, Any, jax.Array], tuple[Any, dict]]
 
 
-def flat_update(tx: optax.GradientTransformation, flat: bool) -> optax.GradientTransformation:
-  """With `flat`, tx updates all parameters as one flattened vector (`optax.flatten`): a few large element-wise
-  kernels instead of several per parameter array, for accelerators where per-kernel overhead sets a step's pace.
-  The same arithmetic, element by element (tested equal)."""
-  return optax.flatten(tx) if flat else tx
-
-
-def make_optimizer(learning_rate, *, weight_decay: float = 0.0, flat: bool = False) -> optax.GradientTransformation:
+def make_optimizer(learning_rate, *, weight_decay: float = 0.0) -> optax.GradientTransformation:
   """Adam (or AdamW when weight_decay > 0) that leaves parameters whose path names `FROZEN` untouched.
 
   `learning_rate` may be a float or an optax schedule. Frozen parameters (e.g. fixed Fourier features) get zero
-  updates, so weight decay cannot shrink them either. `flat`: see `flat_update`.
+  updates, so weight decay cannot shrink them either.
   """
   if weight_decay > 0:
     base = optax.adamw(learning_rate, weight_decay=weight_decay)
   else:
     base = optax.adam(learning_rate)
-  base = flat_update(base, flat)
 
   def labels(params):
     def label(path, _):
@@ -96,6 +88,17 @@ def make_chunk_fn(step_fn: StepFn, num_steps: int, data_per_seed=False) -> Calla
     return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
 
   return jax.vmap(one_seed, in_axes=(0, _per_data_field(data_per_seed, 0, None), 0, None))
+
+
+def jit_chunk(step_fn: StepFn, num_steps: int, data_per_seed=False, mesh: Mesh | None = None) -> Callable:
+  """The jitted chunk a Trainer runs (`make_chunk_fn`, state donated); with a `mesh` (`seed_mesh`) the seed axis of
+  the state, the keys and the per-seed data is sharded over its devices and the rest replicated."""
+  fn = make_chunk_fn(step_fn, num_steps, data_per_seed)
+  if mesh is None:
+    return jax.jit(fn, donate_argnums=0)
+  seeds, replicated = NamedSharding(mesh, PartitionSpec("seeds")), NamedSharding(mesh, PartitionSpec())
+  data = _per_data_field(data_per_seed, seeds, replicated)
+  return jax.jit(fn, donate_argnums=0, in_shardings=(seeds, data, seeds, replicated), out_shardings=(seeds, seeds))
 
 
 def seed_mesh(num_seeds: int, devices=None) -> Mesh:
@@ -153,14 +156,7 @@ class Trainer:
 
   def _chunk_fn(self, k: int, mesh: Mesh | None):
     if k not in self._compiled:
-      fn = make_chunk_fn(self.step_fn, k, self.data_per_seed)
-      if mesh is None:
-        self._compiled[k] = jax.jit(fn, donate_argnums=0)
-      else:
-        seeds, replicated = NamedSharding(mesh, PartitionSpec("seeds")), NamedSharding(mesh, PartitionSpec())
-        data = _per_data_field(self.data_per_seed, seeds, replicated)
-        self._compiled[k] = jax.jit(fn, donate_argnums=0, in_shardings=(seeds, data, seeds, replicated),
-                                    out_shardings=(seeds, seeds))
+      self._compiled[k] = jit_chunk(self.step_fn, k, self.data_per_seed, mesh)
     return self._compiled[k]
 
   def run(self, state: Any, data: Any, keys: jax.Array) -> Any:

@@ -73,13 +73,15 @@ def flops_per_step(step_fn, state, data, keys) -> float:
 
 
 def time_chunk(step_fn, state, data, keys, steps_per_call: int, calls: int, repeats: int,
-               min_seconds: float = 0.5) -> dict:
+               min_seconds: float = 0.5, inspect: Callable | None = None) -> dict:
   """Median steps/s of back-to-back jitted calls of `steps_per_call` scanned steps, and compile time. Each repeat
-  makes at least `calls` calls, and more while one call lasts less than `min_seconds` (fast accelerators)."""
+  makes at least `calls` calls, and more while one call lasts less than `min_seconds` (fast accelerators).
+  inspect(compiled, steps_per_call) -> dict: more fields for the result, from the compiled program."""
   chunk = jax.jit(make_chunk_fn(step_fn, steps_per_call), donate_argnums=0)
   start = time.perf_counter()
   compiled = chunk.lower(state, data, keys, jnp.uint32(0)).compile()
   compile_s = time.perf_counter() - start
+  extra = inspect(compiled, steps_per_call) if inspect else {}
   state = jax.tree.map(jnp.copy, state)
   start = time.perf_counter()
   state, _ = compiled(state, data, keys, jnp.uint32(0))  # warm-up, also sizes the repeats
@@ -92,7 +94,7 @@ def time_chunk(step_fn, state, data, keys, steps_per_call: int, calls: int, repe
       state, metrics = compiled(state, data, keys, jnp.uint32((r * calls + c + 1) * steps_per_call))
     jax.block_until_ready((state, metrics))
     rates.append(calls * steps_per_call / (time.perf_counter() - start))
-  return {"steps_per_sec": statistics.median(rates), "compile_s": compile_s, "calls": calls}
+  return {"steps_per_sec": statistics.median(rates), "compile_s": compile_s, "calls": calls, **extra}
 
 
 class Stage(NamedTuple):
@@ -107,12 +109,13 @@ class Stage(NamedTuple):
 
 def apply_overrides(configs: list, overrides: dict | None) -> frozenset:
   """Set each field of `overrides` on every config of `configs` that has it (e.g. compute_dtype on the network and
-  critic configs of a stage); returns the fields that were set somewhere."""
+  critic configs of a stage); a callable value maps the config's value to the new one. Returns the fields that were
+  set somewhere."""
   used = set()
   for field, value in (overrides or {}).items():
     for cfg in configs:
       if field in cfg:
-        cfg[field] = value
+        cfg[field] = value(cfg[field]) if callable(value) else value
         used.add(field)
   return frozenset(used)
 
@@ -179,10 +182,11 @@ STAGES = {"critic": (critic_stage, 200), "swg": (swg_diffusion_stage, 10),
 
 
 def measure_stage(stage: Stage, n_seeds: int, steps_per_call: int, repeats: int, min_seconds: float = 0.5,
-                  modes=("fused", "one step per call"), device: str = "", xla_count: bool = True) -> list[dict]:
+                  modes=("fused", "one step per call"), device: str = "", xla_count: bool = True,
+                  inspect: Callable | None = None) -> list[dict]:
   """Rows of one stage at one seed count: steps/s per mode, FLOPs per step counted from the matmul shapes (N times one
   seed's; bench_flops) with XLA's cost-analysis count beside it (one more compile; xla_count=False skips it), and the
-  GFLOP/s those shapes give."""
+  GFLOP/s those shapes give. inspect: see `time_chunk` (fused mode only)."""
   keys = seed_keys(range(n_seeds))
   state = jax.jit(lambda k: init_seeds(stage.init_fn, k))(keys)  # one compile, not one per op of a vmapped init
   flops = n_seeds * step_flops_per_seed(stage.step_fn, state, stage.data, keys)
@@ -191,7 +195,8 @@ def measure_stage(stage: Stage, n_seeds: int, steps_per_call: int, repeats: int,
   rows = []
   for mode in modes:
     steps, calls = plan[mode]
-    m = time_chunk(stage.step_fn, state, stage.data, keys, steps, calls, repeats, min_seconds)
+    m = time_chunk(stage.step_fn, state, stage.data, keys, steps, calls, repeats, min_seconds,
+                   inspect if mode == "fused" else None)
     gflops = flops * m["steps_per_sec"] / 1e9
     rows.append({"stage": stage.name, "seeds": n_seeds, "mode": mode, **m, "flops_per_step": flops,
                  "xla_flops_per_step": xla_flops, "achieved_gflops": gflops, "device": device})

@@ -26,10 +26,9 @@ import traceback
 
 # (label, config overrides) of the training rows: every stage is measured once per entry, on the fields its configs
 # have (bench_training.apply_overrides); the first entry is the baseline and keeps the bench's row names. A/B rows
-# are one line each, e.g. ("bf16", {"compute_dtype": "bfloat16"}) or ("flat", {"flat_optimizer": True}).
-# The A/B rows of issue 14's seed-scaling and precision options: the defaults (bf16 diffusion nets on accelerators),
-# everything in float32, and one flattened optimizer update per stage.
-VARIANTS = [("default", {}), ("f32", {"compute_dtype": "float32"}), ("flat", {"flat_optimizer": True})]
+# are one line each, e.g. ("bf16", {"compute_dtype": "bfloat16"}). The precision option: the defaults (bf16 diffusion
+# nets on accelerators) against everything in float32.
+VARIANTS = [("default", {}), ("f32", {"compute_dtype": "float32"})]
 
 SIZES = {
     # Tiny networks and step counts: checks every code path on a CPU, its numbers mean nothing.
@@ -78,6 +77,7 @@ def training_rows(size: dict, variants=None) -> dict:
   results = {"machine": env, "matmul_gflops": bench_training.matmul_gflops(n=size["matmul_n"], repeats=3),
              "rows": []}
   variants = variants or VARIANTS[:size.get("variants", len(VARIANTS))]
+  inspect = model_prediction(env["device"]) if env["platform"] != "cpu" else None
   for label, overrides in variants:
     stages = [(make_stage(overrides, preset=size["preset"]), steps)
               for make_stage, steps in bench_training.STAGES.values()]
@@ -90,12 +90,44 @@ def training_rows(size: dict, variants=None) -> dict:
       for n in size["seeds"] if label == variants[0][0] else size.get("variant_seeds", size["seeds"]):
         results["rows"] += bench_training.measure_stage(stage, n, size["fused_steps"] or default_steps,
                                                         size["repeats"], size["min_seconds"], modes=("fused",),
-                                                        device=env["device"], xla_count=False)
+                                                        device=env["device"], xla_count=False, inspect=inspect)
   results["scaling"] = bench_report.seed_scaling(results["rows"])
   results["pipelines"] = bench_report.pipeline_estimates(results)
   if env["platform"] != "cpu":  # the bench's CPU targets are for paper networks on the 2-core development CPU
     results["targets"] = bench_report.evaluate_accelerator_targets(results)
   return results
+
+
+def model_prediction(device_kind: str, summary: str = ""):
+  """inspect(compiled, steps) -> the cost model's steps/s for the compiled chunk (`make aot-check`'s fit, for this
+  GPU), or None where there is no fit for this device."""
+  from experiments.aot_check import cost_model, features
+
+  model = cost_model.load(summary or cost_model.DEFAULT_SUMMARY, device_kind)
+  if model is None:
+    return None
+
+  def inspect(compiled, steps: int) -> dict:
+    try:
+      return {"model_steps_per_sec": model.steps_per_second(features.step_features(compiled, steps))}
+    except Exception as e:  # a prediction that cannot be made must not lose the measurement
+      return {"model_error": f"{type(e).__name__}: {e}"[:200]}
+
+  return inspect
+
+
+def model_markdown(rows: list[dict]) -> list[str]:
+  """Measured fused rows beside the cost model's estimate for the same compiled program."""
+  rows = [r for r in rows if r.get("model_steps_per_sec")]
+  if not rows:
+    return []
+  lines = ["", "Measured against the cost model of `make aot-check` (fitted to an earlier H200 run):", "",
+           "| stage | seeds | measured steps/s | model steps/s | model error |", "|---|---|---|---|---|"]
+  for r in rows:
+    error = r["model_steps_per_sec"] / r["steps_per_sec"] - 1
+    lines.append(f"| {r['stage']} | {r['seeds']} | {r['steps_per_sec']:.0f} | {r['model_steps_per_sec']:.0f} | "
+                 f"{100 * error:+.0f} % |")
+  return lines
 
 
 def latency(size: dict) -> list[dict]:
@@ -181,7 +213,7 @@ def summary_markdown(env, size_name: str, records: list[dict], values: dict) -> 
       from experiments.bench_training import machine_description
       results["machine"] = machine_description()
     results["latency"] = values.get("latency") or []
-    lines += ["", "## Bench rows", "", bench_report.to_markdown(results)]
+    lines += ["", "## Bench rows", "", bench_report.to_markdown(results)] + model_markdown(results["rows"])
   profile_md = [gpu_check_profile.to_markdown(name, p, p["steps"]) for name, p in values.get("profile", {}).items()]
   return "\n".join(lines) + "\n", "\n".join(["# Profile: one fused chunk per stage, 1 seed", ""] + profile_md)
 

@@ -35,8 +35,7 @@ def init_behavior(key: jax.Array, obs_dim: int, action_dim: int, config) -> Trai
   net = behavior_net(action_dim, config)
   params = net.init(key, jnp.zeros((1, action_dim)), jnp.zeros((1,)), jnp.zeros((1, obs_dim)))
   return TrainState.create(apply_fn=net.apply, params=params,
-                           tx=make_optimizer(config.lr, weight_decay=config.weight_decay,
-                                             flat=config.get("flat_optimizer", False)))
+                           tx=make_optimizer(config.lr, weight_decay=config.weight_decay))
 
 
 def behavior_loss(params, apply_fn, observations, actions, key, *, train: bool = True, t_min: float = 1e-3):

@@ -47,17 +47,17 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.critic = ml_collections.ConfigDict(dict(
       hidden=(256, 256), value_layer_norm=False, lr=3e-4, expectile=0.7, discount=0.99, polyak=0.005,
-      batch_size=256, num_steps=1_500_000, compute_dtype="float32", flat_optimizer=False))
+      batch_size=256, num_steps=1_500_000, compute_dtype="float32"))
   # compute_dtype: "float32" | "bfloat16" (matmuls and norms in bf16, parameters and optimiser state float32) | "auto"
   # (bf16 on accelerators, float32 on CPUs). The behaviour model is "auto": the same toy quality in bf16
   # (tests/test_mixed_precision.py); the critic stays float32 (no oracle shows its bf16 quality yet).
   c.behavior = ml_collections.ConfigDict(dict(
       hidden=256, num_blocks=3, dropout_rate=0.1, time_embed_dim=64, lr=3e-4, weight_decay=0.01, batch_size=2048,
-      num_steps=2_000_000, compute_dtype="auto", flat_optimizer=False))
+      num_steps=2_000_000, compute_dtype="auto"))
   c.policy = ml_collections.ConfigDict(dict(
       hidden=256, num_layers=2, lr=3e-4, lr_schedule="cosine", num_steps=1_000_000, batch_size=256, beta=0.05,
       weighting="sigma2", baseline=False, t_sampling="uniform", t_min=0.02, t_max=0.98, fixed_t=0.5,
-      normalize_q_grad=False, flat_optimizer=False))
+      normalize_q_grad=False))
   return c
 
 

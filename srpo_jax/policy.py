@@ -23,7 +23,7 @@ from flax.training.train_state import TrainState
 
 from common.diffusion import noise
 from common.networks import DiracPolicy
-from common.training import Trainer, flat_update, init_seeds
+from common.training import Trainer, init_seeds
 from srpo_jax.behavior import SCHEDULE, EpsFn
 
 QFn = Callable[[jax.Array, jax.Array], jax.Array]  # q(s [B, S], a [B, A]) -> [B]
@@ -51,7 +51,7 @@ def policy_optimizer(config) -> optax.GradientTransformation:
     lr = config.lr
   else:
     raise ValueError(f"policy.lr_schedule must be 'cosine' or 'constant', got {config.lr_schedule!r}")
-  return flat_update(optax.adam(lr), config.get("flat_optimizer", False))
+  return optax.adam(lr)
 
 
 def init_policy(key: jax.Array, obs_dim: int, action_dim: int, config) -> TrainState:

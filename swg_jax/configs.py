@@ -35,7 +35,7 @@ def _paper() -> ml_collections.ConfigDict:
   c = add_run_fields(ml_collections.ConfigDict(), episode_rule="episodes")
   c.critic = ml_collections.ConfigDict(dict(
       hidden=(256, 256), value_layer_norm=True, lr=3e-4, expectile=0.7, discount=0.99, polyak=0.005,
-      batch_size=256, num_steps=500_000, compute_dtype="float32", flat_optimizer=False))
+      batch_size=256, num_steps=500_000, compute_dtype="float32"))
   c.weights = ml_collections.ConfigDict(dict(
       kind="expectile", expectile=c.critic.get_ref("expectile"), temperature=3.0, clip_min=1e-3, clip_max=80.0,
       hard_threshold=-0.01, chunk_size=16384))
@@ -45,8 +45,7 @@ def _paper() -> ml_collections.ConfigDict:
       lr=3e-4, decay_steps=3_000_000, weight_decay=1e-4, ema=0.001, batch_size=1024, num_steps=1_000_000,
       # matmuls and norms in bf16 on accelerators (params and optimiser state float32): the same toy quality as
       # float32 (tests/test_mixed_precision.py); "float32" | "bfloat16" force one.
-      compute_dtype="auto",
-      flat_optimizer=False))  # True: one flattened optimizer update (common.training.flat_update)
+      compute_dtype="auto"))
   c.sampling = ml_collections.ConfigDict(dict(
       guidance_scale=1.0, sampler="ddpm", num_steps=10, order=2, temperature=0.0, num_candidates=1, select="q",
       w_min=1e-4, w_max=1.0, w_prediction="tweedie"))

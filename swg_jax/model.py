@@ -56,7 +56,7 @@ def make_schedule(config) -> VPDiscrete:
 def make_diffusion_optimizer(config) -> optax.GradientTransformation:
   """AdamW, lr cosine-decayed from config.lr over config.decay_steps (the paper's 3M even when training 1M)."""
   schedule = optax.cosine_decay_schedule(config.lr, config.decay_steps)
-  return make_optimizer(schedule, weight_decay=config.weight_decay, flat=config.get("flat_optimizer", False))
+  return make_optimizer(schedule, weight_decay=config.weight_decay)
 
 
 def init_diffusion(key: jax.Array, obs_dim: int, action_dim: int, config) -> DiffusionState:

@@ -89,8 +89,12 @@ def fit_seeds(data: WeightedData, keys: jax.Array, config, *, critic=None, workd
   return to_model(trainer.run(state, data, run_keys))
 
 
-@functools.partial(jax.jit, static_argnames=("guidance_scale", "sampler", "num_steps", "order", "temperature",
-                                             "num_candidates", "select", "w_min", "w_max", "w_prediction"))
+# The sampling options: static, each value compiles its own sampler.
+SAMPLING_OPTIONS = ("guidance_scale", "sampler", "num_steps", "order", "temperature", "num_candidates", "select",
+                    "w_min", "w_max", "w_prediction")
+
+
+@functools.partial(jax.jit, static_argnames=SAMPLING_OPTIONS)
 def _sample(model: SWGModel, observations, key, *, guidance_scale, sampler, num_steps, order, temperature,
             num_candidates, select, w_min, w_max, w_prediction):
   b = observations.shape[0]
@@ -169,17 +173,18 @@ def act(model: SWGModel, observations, key, **overrides) -> jax.Array:
   return actions[0] if single else actions
 
 
+@functools.partial(jax.jit, static_argnames=SAMPLING_OPTIONS)
+def seed_actions(model: SWGModel, observations, key, **opts) -> jax.Array:
+  """Seed-stacked model, observations [num_seeds, B, S] -> actions [num_seeds, B, A]: each seed samples with its own
+  parameters and key. opts: every option of `sampling_options`, already checked."""
+  keys = jax.random.split(key, observations.shape[0])
+  one_seed = lambda m, obs, k: _sample(m, obs.astype(jnp.float32), k, **opts)[0]
+  return jax.vmap(one_seed)(model, observations, keys)
+
+
 def seed_policy(model: SWGModel, **overrides):
-  """For a seed-stacked model: a jitted policy(obs [num_seeds, B, S], key) -> actions [num_seeds, B, A], each seed
-  sampling with its own parameters and key (the options are checked once, here)."""
-  opts = sampling_options(model, **overrides)
-
-  @jax.jit
-  def policy(observations, key):
-    keys = jax.random.split(key, observations.shape[0])
-    one_seed = lambda m, obs, k: _sample(m, obs.astype(jnp.float32), k, **opts)[0]
-    return jax.vmap(one_seed)(model, observations, keys)
-
-  return policy
+  """For a seed-stacked model: policy(obs [num_seeds, B, S], key) -> actions [num_seeds, B, A] (`seed_actions`; the
+  options are checked once, here). The parameters are an argument of the compiled program, not constants in it."""
+  return functools.partial(seed_actions, model, **sampling_options(model, **overrides))
 
 

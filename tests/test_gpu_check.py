@@ -124,3 +124,30 @@ def test_a_variant_sets_its_field_on_the_stage_configs_that_have_it(monkeypatch)
 
   (used, at_32), (_, default) = flops({"batch_size": 32}), flops(None)
   assert used == {"batch_size"} and at_32 * configs.get_config("smoke").behavior.batch_size == default * 32
+
+
+def test_measured_rows_get_the_cost_models_estimate_of_the_same_compiled_program(tmp_path):
+  """On a GPU with a fit in results/aot_check/summary.json, every fused training row carries the model's steps/s for
+  the program it timed (here a CPU-compiled chunk stands in for the GPU's; the arithmetic is the model's)."""
+  from common.training import init_seeds, seed_keys
+  from experiments import bench_training
+  from experiments.aot_check import cost_model, features
+
+  summary = tmp_path / "summary.json"
+  summary.write_text(json.dumps({"model": {"model": {"matrix_efficiency": 0.2, "memory_efficiency": 0.5,
+                                                     "launch_seconds": 1e-6}}}))
+  assert gpu_check.model_prediction("Tesla V100", str(summary)) is None  # no fit for that kind of chip
+  assert gpu_check.model_prediction("NVIDIA H200", str(tmp_path / "none.json")) is None
+  inspect = gpu_check.model_prediction("NVIDIA H200", str(summary))
+  stage = bench_training.critic_stage(preset="smoke")
+  keys = seed_keys([0])
+  state = jax.jit(lambda k: init_seeds(stage.init_fn, k))(keys)
+  row = bench_training.measure_stage(stage, 1, 4, repeats=1, min_seconds=0.0, modes=("fused",), xla_count=False,
+                                     inspect=inspect)[0]
+  chunk = jax.jit(bench_training.make_chunk_fn(stage.step_fn, 4), donate_argnums=0).lower(state, stage.data, keys,
+                                                                                        jnp.uint32(0))
+  model = cost_model.CostModel(cost_model.CHIPS["h200"], 0.2, 0.5, 1e-6)
+  assert row["model_steps_per_sec"] == pytest.approx(model.steps_per_second(features.step_features(chunk.compile(),
+                                                                                                     4)))
+  lines = gpu_check.model_markdown([row])
+  assert lines[-1].startswith(f"| {stage.name} | 1 | ") and lines[-1].endswith(" % |")

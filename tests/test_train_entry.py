@@ -227,6 +227,24 @@ def test_workdir_unwritable_or_holding_another_run(tmp_path):
   prepare_workdir(workdir, driven, "srpo")
 
 
+def test_a_run_recorded_with_a_retired_field_at_its_retired_value_resumes(tmp_path):
+  """Run folders written before the optimizer's `flat_optimizer` option was removed record it as False (what every
+  stage still computes): they resume. One recorded as True computed something else, and is refused."""
+  workdir = str(tmp_path / "run")
+  config = smoke_config("srpo", "hopper-medium-v2")
+  prepare_workdir(workdir, config, "srpo")
+  path = os.path.join(workdir, "config.json")
+  recorded = json.load(open(path))
+  for stage in ("critic", "behavior", "policy"):
+    recorded[stage]["flat_optimizer"] = False
+  json.dump(recorded, open(path, "w"))
+  prepare_workdir(workdir, config, "srpo")
+  recorded["behavior"]["flat_optimizer"] = True
+  json.dump(recorded, open(path, "w"))
+  with pytest.raises(RunError, match=r"behavior.flat_optimizer: True -> '<absent>'"):
+    prepare_workdir(workdir, config, "srpo")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Config and seed mistakes: one error line before anything is loaded or written.
 

@@ -26,6 +26,10 @@ def program_set(name: str, chip) -> list:
   if name == "scaling":  # the training stages at 5 (the papers' runs) and 32 seeds, for the cost model's estimates
     return programs.training_programs(seed_counts=(5, 32))
   if name == "calibration":  # the configuration of the one H200 measurement: float32 nets, 200 fused steps
+    from common import networks
+
+    # That run predates mish's recomputation in the backward pass: compile the mish it ran (this process only).
+    networks.ACTIVATIONS["mish"] = networks.mish_saving_intermediates
     return [p for p in programs.training_programs(seed_counts=(1, 8), steps=200, overrides=programs.FLOAT32,
                                                   suffix=" [f32, 200 steps]") if p.stage != "sac"]
   raise ValueError(f"unknown set {name!r}; one of {SETS}")

@@ -2,8 +2,8 @@
 
 Value step:  u = min_i Q_target_i(s, a) - V(s);  L_V = mean(|tau - 1[u < 0]| u^2).
 Q step:      y = r + discount * mask * V(s');    L_Q = mean over both nets of (Q_i(s, a) - y)^2.
-The Q step uses the value net after its own update (the order of the IQL and SRPO code), then the targets move by
-Polyak averaging.
+The Q step's target V(s') uses the value net after this step's value update (as IQL's JAX code does; SRPO's
+PyTorch code takes V(s') before the value update, one value step older), then the targets move by Polyak averaging.
 """
 from __future__ import annotations
 

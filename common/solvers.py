@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common.diffusion import VPDiscrete, discrete_vp_alphas
+from common.diffusion import VPContinuous, VPDiscrete, discrete_vp_alphas
 
 EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
 ArrayFn = Callable[[jax.Array], jax.Array]
@@ -191,27 +191,52 @@ def _kernel_moments(h: float, c: float, n: int) -> np.ndarray:
   return np.array(out)
 
 
+def _phi_3(h: float) -> float:
+  """phi_3 of the reference code's D1/D2 form: phi_2 / h - 1/2 with phi_2 = phi_1 / h + 1, phi_1 = e^{-h} - 1."""
+  phi_2 = math.expm1(-h) / h + 1.0
+  return phi_2 / h - 0.5
+
+
+def _d2_weights(r0: float, r1: float) -> np.ndarray:
+  """D2 = (D1_0 - D1_1) / (r0 + r1) with D1_0 = (m_i - m_{i-1}) / r0, D1_1 = (m_{i-1} - m_{i-2}) / r1, as weights of
+  (m_i, m_{i-1}, m_{i-2}); r0, r1: the last two steps in log-SNR over this step's."""
+  return np.array([1.0 / r0, -1.0 / r0 - 1.0 / r1, 1.0 / r1]) / (r0 + r1)
+
+
 def _eval_schedule(fn, t: np.ndarray) -> np.ndarray:
   """Evaluate a schedule function eagerly (also while tracing: the grid is a trace-time constant).  float64 out."""
   with jax.ensure_compile_time_eval():
     return np.asarray(jax.device_get(fn(jnp.asarray(t, jnp.float32))), np.float64)
 
 
+THIRD_ORDER_FORMS = ("reference", "exact")
+
+
 def dpm_solver_pp_plan(schedule, num_steps: int, order: int = 2, *, stochastic: bool = False,
                        skip_type: str = "logSNR", t_start: float | None = None, t_end: float | None = None,
-                       lower_order_final: bool = True) -> SolverPlan:
+                       lower_order_final: bool = True, third_order: str | None = None) -> SolverPlan:
   """Time grid and all step coefficients of multistep DPM-Solver++ (Lu et al. 2022, Algorithm 2 and its 3M/SDE kin).
 
   Order k uses the last k data predictions. Order 2 is the published 2M update (the 'midpoint' form of Algorithm 2:
-  D = (1 + 1/(2r)) m_i - 1/(2r) m_{i-1}); order 3 integrates the quadratic through the last three predictions exactly
-  against the exponential kernel (a third-order exponential Adams-Bashforth step). In the D1/D2 form of the reference
-  code that is x_t = sigma_t/sigma_s x - alpha_t phi_1 m_i + alpha_t phi_2 D1 - 2 alpha_t phi_3 D2; the reference code
-  (and diffusers) weight D2 by -phi_3, which is not exact for quadratic x0 and measures as globally second order.
+  D = (1 + 1/(2r)) m_i - 1/(2r) m_{i-1}). Order 3 comes in two forms (`third_order`). In the D1/D2 form of the
+  reference implementation (LuChengTHU/dpm-solver, and diffusers) a step is
+  x_t = sigma_t/sigma_s x - alpha_t phi_1 m_i + alpha_t phi_2 D1 - w alpha_t phi_3 D2:
+    "reference" (the ODE's default): w = 1, as the reference code. Not exact for a quadratic x0, so it converges at
+      order 2, yet at the 10 to 20 steps samplers use it is the more accurate of the two (tests/test_solvers.py).
+    "exact": w = 2, the quadratic through the last three predictions integrated exactly against the exponential
+      kernel (a third-order exponential Adams-Bashforth step); converges at order 3.
   The SDE variant (stochastic=True, SDE-DPM-Solver++) uses the kernel 2 e^{-2(h-u)}, x_coef = sigma_t/sigma_s e^{-h}
-  and noise sigma_t sqrt(1 - e^{-2h}); its orders 1 and 2 are the published ones, order 3 the same construction.
+  and noise sigma_t sqrt(1 - e^{-2h}); its orders 1 and 2 are the published ones, its order 3 the exact
+  construction (the reference has no third-order SDE step), its default.
   """
   if order not in (1, 2, 3):
     raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
+  third_order = ("exact" if stochastic else "reference") if third_order is None else third_order
+  if third_order not in THIRD_ORDER_FORMS:
+    raise ValueError(f"third_order must be one of {THIRD_ORDER_FORMS}, got {third_order!r}")
+  if stochastic and third_order == "reference":
+    raise ValueError("third_order='reference' exists for the ODE solver only (the reference code has no third-order "
+                     "SDE step): pass third_order='exact' or leave it out with a key")
   if not isinstance(num_steps, numbers.Integral) or num_steps < 1:
     raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
   num_steps = int(num_steps)
@@ -220,6 +245,10 @@ def dpm_solver_pp_plan(schedule, num_steps: int, order: int = 2, *, stochastic: 
   t_start = float(schedule.t_max if t_start is None else t_start)
   t_end = float(schedule.t_min if t_end is None else t_end)
   lo, hi = float(schedule.t_min), float(schedule.t_max)
+  if 0.0 < t_end < lo - 1e-9 and t_end < t_start and isinstance(schedule, VPContinuous):
+    raise ValueError(f"t_end={t_end} is below this schedule's t_min={lo}: the schedule's range is the times the network "
+                     f"was trained on. To integrate further (e.g. t_end=1e-4 at more than 15 steps), pass the schedule "
+                     f"VPContinuous(t_min={t_end}) and a network trained down to that time")
   if not lo - 1e-9 <= t_end < t_start <= hi + 1e-9:
     raise ValueError(f"need t_min={lo} <= t_end < t_start <= t_max={hi}, got t_start={t_start}, t_end={t_end}")
 
@@ -258,6 +287,8 @@ def dpm_solver_pp_plan(schedule, num_steps: int, order: int = 2, *, stochastic: 
     vander = nodes[:, None] ** np.arange(k)[None, :]
     # Weights of the interpolating polynomial's integral: w = V^{-T} J.
     m_coef[i, :k] = alpha[i + 1] * np.linalg.solve(vander.T, J)
+    if k == 3 and third_order == "reference":  # D2 weighted by -phi_3 instead of the exact -2 phi_3: add phi_3 D2
+      m_coef[i] += alpha[i + 1] * _phi_3(h[i]) * _d2_weights(-nodes[1], nodes[1] - nodes[2])
   return SolverPlan(t=t, t_model=t_model, alpha=alpha, sigma=sigma, log_snr=lam, orders=orders, x_coef=x_coef,
                     m_coef=m_coef, noise_coef=noise_coef)
 
@@ -265,7 +296,7 @@ def dpm_solver_pp_plan(schedule, num_steps: int, order: int = 2, *, stochastic: 
 def dpm_solver_pp(eps_fn: EpsFn, schedule, x_T: jax.Array, *, num_steps: int, order: int = 2,
                   key: jax.Array | None = None, skip_type: str = "logSNR", t_start: float | None = None,
                   t_end: float | None = None, x0_clip_fn: ArrayFn | None = None, lower_order_final: bool = True,
-                  denoise_to_zero: bool = False) -> jax.Array:
+                  denoise_to_zero: bool = False, third_order: str | None = None) -> jax.Array:
   """Multistep DPM-Solver++ (data prediction x0 = (x - sigma eps) / alpha), orders 1..3, as one `lax.scan`.
 
   Integrates from t_start (default schedule.t_max) to t_end (default schedule.t_min) with num_steps model calls on
@@ -279,6 +310,7 @@ def dpm_solver_pp(eps_fn: EpsFn, schedule, x_T: jax.Array, *, num_steps: int, or
     x_T: [B, D] start, a sample of the marginal at t_start.
     num_steps: number of steps = model calls (plus one with denoise_to_zero).
     order: 1 (DDIM), 2 (2M) or 3 (3M).
+    third_order: the form of order 3, "reference" (the ODE's default) or "exact"; see `dpm_solver_pp_plan`.
     key: None for the deterministic ODE solver; a PRNG key for SDE-DPM-Solver++ (fresh noise every step).
     skip_type: "logSNR" (uniform in lambda = log(alpha / sigma)) or "time_uniform".
     x0_clip_fn: applied to every data prediction (thresholding, e.g. clip actions to [-1, 1]).
@@ -289,7 +321,8 @@ def dpm_solver_pp(eps_fn: EpsFn, schedule, x_T: jax.Array, *, num_steps: int, or
     x at t_end [B, D] (the data prediction there when denoise_to_zero).
   """
   plan = dpm_solver_pp_plan(schedule, num_steps, order, stochastic=key is not None, skip_type=skip_type,
-                            t_start=t_start, t_end=t_end, lower_order_final=lower_order_final)
+                            t_start=t_start, t_end=t_end, lower_order_final=lower_order_final,
+                            third_order=third_order)
   dtype = x_T.dtype
   as_x = lambda a: jnp.asarray(a, dtype)
   eps = eps_at_level(eps_fn)

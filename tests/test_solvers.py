@@ -109,10 +109,12 @@ CONT_T_MAX = floats(*CONT.alpha_sigma(CONT.t_max))
 CONT_T_MIN = floats(*CONT.alpha_sigma(CONT.t_min))
 
 
-@functools.partial(jax.jit, static_argnames=("schedule", "num_steps", "order", "skip_type", "denoise_to_zero"))
-def run_dpm(x_T, key, *, schedule=CONT, num_steps, order, skip_type="logSNR", denoise_to_zero=False):
+@functools.partial(jax.jit, static_argnames=("schedule", "num_steps", "order", "skip_type", "denoise_to_zero",
+                                             "third_order"))
+def run_dpm(x_T, key, *, schedule=CONT, num_steps, order, skip_type="logSNR", denoise_to_zero=False,
+            third_order=None):
   return solvers.dpm_solver_pp(mixture_eps(schedule), schedule, x_T, num_steps=num_steps, order=order, key=key,
-                               skip_type=skip_type, denoise_to_zero=denoise_to_zero)
+                               skip_type=skip_type, denoise_to_zero=denoise_to_zero, third_order=third_order)
 
 
 @functools.partial(jax.jit, static_argnames=("schedule", "return_trajectory"))
@@ -153,15 +155,15 @@ def test_dpm_solver_samples_match_mixture(order, num_steps, stochastic):
 @pytest.fixture(scope="module")
 def ode_reference():
   x_T = jnp.asarray(sample_marginal(3, 512, *CONT_T_MAX))
-  # 3M with 1000 steps is ~1e-7 from the exact flow (float32 round-off dominates), far below the errors measured.
-  return x_T, run_dpm(x_T, None, num_steps=1000, order=3)
+  # Exact 3M with 1000 steps is ~1e-7 from the exact flow (float32 round-off dominates), far below the errors measured.
+  return x_T, run_dpm(x_T, None, num_steps=1000, order=3, third_order="exact")
 
 
-def _median_errors(x_T, ref, order, steps):
+def _median_errors(x_T, ref, order, steps, third_order=None):
   # Median over trajectories of |x_N - x_ref|: the few trajectories that start near a basin boundary switch mode at
   # coarse steps (O(1) errors, not yet in the asymptotic regime) and would dominate an RMS.
-  return np.array([float(jnp.median(jnp.linalg.norm(run_dpm(x_T, None, num_steps=int(n), order=order) - ref, axis=-1)))
-                   for n in steps])
+  run = lambda n: run_dpm(x_T, None, num_steps=int(n), order=order, third_order=third_order)
+  return np.array([float(jnp.median(jnp.linalg.norm(run(n) - ref, axis=-1))) for n in steps])
 
 
 def _slope(steps, errors):
@@ -177,10 +179,15 @@ def test_dpm_solver_convergence_order(ode_reference):
   assert -1.3 < slopes[1] < -0.8, msg
   assert -2.5 < slopes[2] < -1.7, msg
   assert np.all(errors[3] < errors[2]), msg
-  # Third order proper, measured where 3M is in its asymptotic regime (at 10 steps it is still warming up).
+  # The exact 3M converges at order 3, measured where it is in its asymptotic regime (at 10 steps it is still warming
+  # up); the reference's 3M (the default) at order 2, yet it is the more accurate at the 10 and 20 steps samplers use.
   steps3 = np.array([20, 40, 80, 160])
-  slope3 = _slope(steps3, _median_errors(x_T, ref, 3, steps3))
-  assert -3.7 < slope3 < -2.6, (slope3, msg)
+  exact = _median_errors(x_T, ref, 3, steps3, third_order="exact")
+  assert -3.7 < _slope(steps3, exact) < -2.6, (exact, msg)
+  reference = _median_errors(x_T, ref, 3, steps3, third_order="reference")
+  assert -2.5 < _slope(steps3, reference) < -1.6, (reference, msg)
+  at_10 = _median_errors(x_T, ref, 3, [10], third_order="exact")[0]
+  assert errors[3][0] < at_10 and reference[0] < exact[0], (errors[3][0], at_10, reference, exact)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -225,12 +232,12 @@ def _log_snr_grid(schedule, num_steps):
   return t
 
 
-def loop_dpm_solver_pp(eps_fn, schedule, x, num_steps, order, key=None):
+def loop_dpm_solver_pp(eps_fn, schedule, x, num_steps, order, key=None, d2_weight=1.0):
   """Multistep DPM-Solver++ in the 'previous model outputs' form (D1, D2 divided differences), step by step.
 
   2M is Algorithm 2 of Lu et al. (midpoint form). 3M uses the D1/D2 of the reference implementation with the D2
-  coefficient -2 phi_3 that the second-order Taylor term needs (the reference code's -phi_3 is only exact to first
-  order in x0, which makes '3M' globally second order).
+  coefficient -d2_weight phi_3: 1 as the reference code, 2 as the second-order Taylor term needs (the reference's is
+  only exact to first order in x0, which makes its '3M' globally second order).
   """
   t = _log_snr_grid(schedule, num_steps)
   models, lams = [], []
@@ -257,7 +264,7 @@ def loop_dpm_solver_pp(eps_fn, schedule, x, num_steps, order, key=None):
         d2 = (d1_0 - d1_1) / (r0 + r1)
         phi_2 = phi_1 / h + 1.0
         phi_3 = phi_2 / h - 0.5
-        x_next = x_next + a_t * phi_2 * d1 - 2.0 * a_t * phi_3 * d2
+        x_next = x_next + a_t * phi_2 * d1 - d2_weight * a_t * phi_3 * d2
     else:  # SDE-DPM-Solver++ 1 and 2M (midpoint)
       assert k <= 2
       one_minus = -np.expm1(-2.0 * h)
@@ -281,13 +288,15 @@ class ScanMatchesLoopTest(chex.TestCase):
   """The scanned solvers, called jitted and eagerly (chex variants), against the step-by-step Python references."""
 
   @chex.variants(with_jit=True, without_jit=True)
-  @parameterized.parameters((2, 12, False), (3, 12, False), (3, 6, False), (2, 7, True))
-  def test_dpm_solver_scan_matches_python_loop(self, order, num_steps, stochastic):
+  @parameterized.parameters((2, 12, False, None), (3, 12, False, "reference"), (3, 12, False, "exact"),
+                            (3, 6, False, None), (3, 6, False, "exact"), (2, 7, True, None))
+  def test_dpm_solver_scan_matches_python_loop(self, order, num_steps, stochastic, third_order):
     x_T = jnp.asarray(sample_marginal(7, 64, *CONT_T_MAX))
     key = jax.random.key(8) if stochastic else None
     scan = self.variant(lambda x, k: solvers.dpm_solver_pp(CONT_EPS, CONT, x, num_steps=num_steps, order=order,
-                                                           key=k))(x_T, key)
-    loop = loop_dpm_solver_pp(CONT_EPS, CONT, x_T, num_steps, order, key)
+                                                           key=k, third_order=third_order))(x_T, key)
+    loop = loop_dpm_solver_pp(CONT_EPS, CONT, x_T, num_steps, order, key,
+                              d2_weight=2.0 if third_order == "exact" else 1.0)
     np.testing.assert_allclose(scan, loop, atol=2e-5, rtol=1e-5)
 
   @chex.variants(with_jit=True, without_jit=True)
@@ -442,8 +451,10 @@ def test_third_order_step_integrates_quadratic_data_prediction_exactly(stochasti
   # Over one step x_t = x_coef x_s + alpha_t int_{lam_s}^{lam_t} c e^{-c (lam_t - lam)} x0(lam) dlam (+ noise), with
   # c = 1 for the ODE and 2 for the SDE. A third-order step must get this integral exactly for any quadratic x0(lam),
   # given x0 at the last three grid points. (The reference implementation's 3M weights its D2 term by -phi_3
-  # instead of -2 phi_3 and fails this for the quadratic part.)
-  plan = solvers.dpm_solver_pp_plan(CONT, 12, 3, stochastic=stochastic, skip_type="time_uniform")
+  # instead of -2 phi_3 and fails this for the quadratic part: checked below.)
+  plan = solvers.dpm_solver_pp_plan(CONT, 12, 3, stochastic=stochastic, skip_type="time_uniform",
+                                    third_order="exact")
+  reference = None if stochastic else solvers.dpm_solver_pp_plan(CONT, 12, 3, skip_type="time_uniform")
   c = 2.0 if stochastic else 1.0
   nodes, weights = np.polynomial.legendre.leggauss(20)
   for coeffs in ([1.0, 0.0, 0.0], [0.3, -1.2, 0.0], [0.5, 0.7, -0.4]):
@@ -455,6 +466,12 @@ def test_third_order_step_integrates_quadratic_data_prediction_exactly(stochasti
       exact = plan.alpha[i + 1] * 0.5 * (lam_t - lam_s) * np.sum(weights * c * np.exp(-c * (lam_t - lam)) * x0(lam))
       solver = np.sum(plan.m_coef[i] * x0(plan.log_snr[i - np.arange(3)]))
       np.testing.assert_allclose(solver, exact, rtol=1e-9, atol=1e-12)
+      if reference is not None:  # exact for linear x0 only
+        ref_solver = np.sum(reference.m_coef[i] * x0(reference.log_snr[i - np.arange(3)]))
+        if coeffs[2] == 0.0:
+          np.testing.assert_allclose(ref_solver, exact, rtol=1e-9, atol=1e-12)
+        else:
+          assert abs(ref_solver - exact) > 1e-6 * abs(exact)
 
 
 def test_skip_types():
@@ -472,6 +489,9 @@ def test_skip_types():
     (dict(skip_type="quadratic"), "skip_type must be one of"),
     (dict(t_start=0.2, t_end=0.5), "t_end < t_start"),
     (dict(t_end=0.0), "t_min="),
+    (dict(t_end=1e-4), r"below this schedule's t_min=0.001.*VPContinuous\(t_min=0.0001\)"),
+    (dict(order=3, third_order="cubic"), "third_order must be one of"),
+    (dict(order=3, third_order="reference", key=jax.random.key(0)), "for the ODE solver only"),
 ])
 def test_dpm_solver_rejects_bad_options(kwargs, match):
   kwargs = dict(dict(num_steps=5), **kwargs)
@@ -485,3 +505,13 @@ def test_ddpm_rejects_missing_key_and_continuous_schedule():
     solvers.ddpm_sample(mixture_eps(schedule), schedule, jnp.zeros((2, 2)), None, temperature=1.0)
   with pytest.raises(TypeError, match="VPDiscrete"):
     solvers.ddpm_sample(CONT_EPS, CONT, jnp.zeros((2, 2)), jax.random.key(0))
+
+
+def test_t_end_below_the_schedules_t_min_works_on_a_schedule_that_reaches_it():
+  """What the error above tells a user to do: a schedule whose range reaches t_end = 1e-4."""
+  schedule = VPContinuous(t_min=1e-4)
+  x = solvers.dpm_solver_pp(mixture_eps(schedule), schedule, jnp.asarray(sample_marginal(11, 256, *CONT_T_MAX)),
+                            num_steps=20, t_end=1e-4)
+  assert solvers.dpm_solver_pp_plan(schedule, 20, t_end=1e-4).t[-1] == 1e-4
+  z = z_scores(x, *floats(*schedule.alpha_sigma(1e-4)))
+  assert np.abs(z).max() < Z_MAX, np.round(z, 1)

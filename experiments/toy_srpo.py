@@ -130,9 +130,13 @@ def plot(panels: dict, path: str):
       if i == 0:
         ax.set_title(f"1/beta = {inv_beta}")
       if j == 0:
-        ax.set_ylabel(name)
-  axes[0, 0].legend(loc="lower left", fontsize=6)
-  fig.tight_layout()
+        ax.set_ylabel(name, fontsize=12)
+  handles, labels = axes[0, 0].get_legend_handles_labels()
+  fig.legend(handles + [plt.Line2D([], [], marker="o", ls="", c="0.75", ms=3)], labels + ["data"], loc="upper center",
+             ncol=3, fontsize=11, bbox_to_anchor=(0.5, 0.975), frameon=False)
+  fig.suptitle("SRPO on 2-D bandits: Q(a) = -|a - target|^2; larger 1/beta weighs the behaviour model's pull more",
+               fontsize=14, y=0.995)
+  fig.tight_layout(rect=(0, 0, 1, 0.955))
   save_figure_atomic(fig, path)
 
 

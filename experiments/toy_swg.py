@@ -112,10 +112,16 @@ def plot(panels, datasets, betas, path):
         ax.scatter(pts[:, 0], pts[:, 1], s=1.5, alpha=0.5, color="tab:blue" if r == 0 else "tab:red")
         ax.set_xlim(-1, 1), ax.set_ylim(-1, 1), ax.set_xticks([]), ax.set_yticks([]), ax.set_aspect("equal")
         if d == 0 and r == 0:
-          ax.set_title(f"beta = {beta:g}")
+          ax.set_title(f"beta = {beta:g}", fontsize=12)
         if j == 0:
-          ax.set_ylabel(f"{name}\n{label}", fontsize=8)
-  fig.tight_layout()
+          ax.set_ylabel(f"{name}\n{label}", fontsize=11)
+  marker = lambda color: plt.Line2D([], [], marker="o", ls="", color=color, ms=5)
+  fig.legend([marker("tab:blue"), marker("tab:red")],
+             ["ground truth: mu(a) exp(beta E(a)), normalised", "SWG samples (rho = 1, temperature 1)"],
+             loc="upper center", ncol=2, fontsize=12, bbox_to_anchor=(0.5, 0.985), frameon=False)
+  fig.suptitle("SWG on 2-D toys: one beta-conditioned model per dataset, guided by its own weight prediction",
+               fontsize=15, y=0.998)
+  fig.tight_layout(rect=(0, 0, 1, 0.975))
   save_figure_atomic(fig, path)
 
 

@@ -15,6 +15,9 @@ ALGOS = ("swg", "srpo")
 def main(argv=None):
   argv = list(sys.argv[1:] if argv is None else argv)
   algo = next((a.split("=", 1)[1] for a in argv if a.startswith("--algo=")), None)
+  if algo is None and any(a in ("-h", "--help") for a in argv):
+    print(__doc__ + "\n--algo=swg|srpo picks the experiment; `--algo=swg --help` and `--algo=srpo --help` list its flags.")
+    return
   if algo not in ALGOS:
     sys.exit(f"error: pass --algo=swg or --algo=srpo (got {algo!r}); the other flags go to experiments/toy_<algo>.py")
   rest = [a for a in argv if not a.startswith("--algo=")]

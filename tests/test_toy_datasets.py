@@ -68,3 +68,12 @@ def test_toy_swg_samples_stay_in_the_unit_box():
                                           guidance_scale=1.0, sampler=sampler, num_steps=5,
                                           data_scale=toy_swg.DATA_SCALE))
     assert x.shape == (300, 2) and np.all(np.isfinite(x)) and np.all(np.abs(x) <= 1.0 + 1e-6)
+
+
+def test_toy_entry_point_help_and_a_missing_algo(capsys):
+  from experiments import toy
+
+  toy.main(["--help"])
+  assert "--algo=swg|srpo picks the experiment" in capsys.readouterr().out
+  with pytest.raises(SystemExit, match="error: pass --algo=swg or --algo=srpo"):
+    toy.main(["--size=small"])

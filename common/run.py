@@ -21,14 +21,11 @@ import numpy as np
 from common import distributed, evaluation
 from common.checkpoint import save_config, write_json_atomic
 from common.data import DatasetError, OfflineData, load_dataset
+from common.errors import RunError  # noqa: F401  (re-exported: entry points catch it from here)
 from common.plots import plot_learning_curves, read_metrics
 
 # How a run is driven, not what it computes: these may change when a run is resumed.
 DRIVER_FIELDS = ("progress", "steps_per_call", "checkpoint_every")
-
-
-class RunError(RuntimeError):
-  """A run cannot start or go on. The message says why and what to do; entry points print it and exit non-zero."""
 
 
 def add_run_fields(c: ml_collections.ConfigDict, *, episode_rule: str) -> ml_collections.ConfigDict:
@@ -233,15 +230,14 @@ def _metric_files(workdir: str) -> list[tuple[str, str]]:
 
 def stage_seconds(workdir: str) -> dict[str, float]:
   """Training wall time per stage (compile included) from the metrics files, summed over resumed segments."""
+  from common.metrics_file import read_records
+
   out = {}
   for stage, path in _metric_files(workdir):
     prev, total = 0, 0.0
-    with open(path) as f:
-      for line in f:
-        if line.strip():
-          record = json.loads(line)
-          total += (record["step"] - prev) / record["steps_per_sec"]
-          prev = record["step"]
+    for record in read_records(path, note=False):  # a partial last line (a run stopped mid-write) is left out
+      total += (record["step"] - prev) / record["steps_per_sec"]
+      prev = record["step"]
     out[stage] = total
   return out
 

@@ -25,7 +25,7 @@ from common.errors import RunError  # noqa: F401  (re-exported: entry points cat
 from common.plots import plot_learning_curves, read_metrics
 
 # How a run is driven, not what it computes: these may change when a run is resumed.
-DRIVER_FIELDS = ("progress", "steps_per_call", "checkpoint_every")
+DRIVER_FIELDS = ("progress", "steps_per_call", "checkpoint_every", "max_runtime_s")
 
 
 def add_run_fields(c: ml_collections.ConfigDict, *, episode_rule: str) -> ml_collections.ConfigDict:
@@ -38,8 +38,15 @@ def add_run_fields(c: ml_collections.ConfigDict, *, episode_rule: str) -> ml_col
   c.steps_per_call = 1000   # training steps fused into one jitted call
   c.checkpoint_every = 100_000
   c.progress = True
+  c.max_runtime_s = 0.0     # > 0: training saves and stops once this much process time would be used up
   c.eval = ml_collections.ConfigDict(dict(episodes=20, seed=0, max_episode_steps=0))
   return c
+
+
+def guard_kwargs(config, suspects: dict[str, Any]) -> dict[str, Any]:
+  """The Trainer arguments every stage of a run shares besides its own: the seed ids its divergence message names,
+  the config values that usually cause a divergence of the stage (`suspects`), and the time budget."""
+  return {"seed_ids": config.seeds, "suspects": suspects, "max_runtime_s": float(config.get("max_runtime_s", 0.0))}
 
 
 def check_seeds(seeds) -> None:

@@ -40,8 +40,8 @@ def train(config, data: OfflineData, *, workdir: str | None = None, model_callba
   cc = config.critic
   critic = init_seeds(lambda k: iql.init_critic(k, data.obs_dim, data.action_dim, cc), seed_stage_keys(keys, 0))
   critic = Trainer(iql.make_critic_step(cc), num_steps=int(cc.num_steps), steps_per_call=config.steps_per_call,
-                   name="critic", workdir=workdir, progress=config.progress,
-                   checkpoint_every=config.checkpoint_every).run(critic, data, seed_stage_keys(keys, 1))
+                   name="critic", workdir=workdir, progress=config.progress, checkpoint_every=config.checkpoint_every,
+                   **run_lib.guard_kwargs(config, {"critic.lr": cc.lr})).run(critic, data, seed_stage_keys(keys, 1))
   w, adv = weights_lib.compute_weights(critic, data.observations, data.actions, config.weights, seed_axis=True)
   warn_above_w_max(w, config)
   weighted = WeightedData(observations=data.observations, actions=data.actions, weights=jnp.asarray(w))

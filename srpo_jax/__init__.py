@@ -125,10 +125,10 @@ def train_and_evaluate(config, workdir: str | None = None, *, download: bool = T
   """The main job: load config.dataset, train every seed (resuming in workdir), evaluate the policies in the
   dataset's env, write eval_srpo.json, plots and summary.json. Returns the summary. Raises common.data.DatasetError /
   common.run.RunError with a message for the user."""
+  run_lib.check_config(config)  # before any work: a refused config leaves nothing behind
   data, info = run_lib.load_run_data(config, download=download)
-  if workdir is not None:  # after loading: a dataset that fails leaves no run behind
-    run_lib.prepare_workdir(workdir, config, "srpo")
-  policy = train(config, data, workdir=workdir).policy
-  evaluation = run_lib.load_eval(workdir, "srpo") or run_lib.evaluate_policy(
-      lambda obs, key: seed_act(policy, obs), config, info, workdir, "srpo")
-  return run_lib.write_summary(workdir, "srpo", config, info, {"srpo": evaluation})
+  with run_lib.run_folder(workdir, config, "srpo"):  # after loading: a dataset that fails leaves no run behind
+    policy = train(config, data, workdir=workdir).policy
+    evaluation = run_lib.load_eval(workdir, "srpo") or run_lib.evaluate_policy(
+        lambda obs, key: seed_act(policy, obs), config, info, workdir, "srpo")
+    return run_lib.write_summary(workdir, "srpo", config, info, {"srpo": evaluation})

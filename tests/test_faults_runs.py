@@ -1,11 +1,14 @@
 """Faults of a whole run, as a user meets them: a diverged SWG or SRPO stage (stopped where it diverged, blamed on the
 right model, recorded in summary.json and by reproduce_d4rl), two processes on one run folder, config values out of
-range. Each ends in one `error:` line (or exception) naming the stage, field or holder, and nothing is lost."""
+range, a truncated or garbled Minari file and a demo asked to write where it cannot. Each ends in one `error:` line
+(or exception) naming the stage, field, file or holder, and nothing is lost."""
+import errno
 import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -16,10 +19,11 @@ import srpo_jax
 import swg_jax
 from common import config_check, iql
 from common import run as run_lib
+from common.data import DatasetError
 from common.errors import DivergenceError, RunError
 from common.workdir_lock import LOCK_FILE, WorkdirLock
 from swg_jax import weights as weights_lib
-from tests.datasets import d4rl_hdf5
+from tests.datasets import d4rl_hdf5, make_minari_dataset
 from tests.test_training import random_data, small_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -194,3 +198,49 @@ def test_a_refused_config_leaves_no_run_folder_behind(tmp_path):
   assert out.returncode == 1 and out.stderr.strip().splitlines()[-1] == (
       "error: config.critic.num_steps = -5 is out of range: it must be a whole number >= 1")
   assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Damaged inputs and unwritable outputs: one line with the path.
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage over the header"])
+def test_a_damaged_minari_file_is_one_error_naming_the_dataset_and_its_path(tmp_path, monkeypatch, damage):
+  from common.data_minari import minari_transitions
+
+  monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+  make_minari_dataset("test/hopper/damaged-v0", num_episodes=2, max_episode_steps=10)
+  path = tmp_path / "test" / "hopper" / "damaged-v0" / "data" / "main_data.hdf5"
+  data = path.read_bytes()
+  path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\x00garbage" * 64 + data[512:])
+  with pytest.raises(DatasetError, match=rf"Minari dataset 'test/hopper/damaged-v0' in {path.parent}"):
+    minari_transitions("test/hopper/damaged-v0")
+
+
+def test_demo_with_an_unwritable_out_ends_in_one_error_line(tmp_path, monkeypatch, capsys):
+  from experiments import demo
+
+  out = tmp_path / "read_only"
+  out.mkdir()
+  out.chmod(0o555)
+  if os.geteuid() == 0:  # root writes anyway: make the folder refuse as it would refuse anyone else
+    def refuse(*args, **kwargs):
+      raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
+  with pytest.raises(SystemExit) as caught:
+    demo.main([f"--out={out}", "--preset=smoke"])
+  assert caught.value.code == 2
+  assert capsys.readouterr().err == f"error: --out={str(out)!r} is not a writable folder: Permission denied\n"
+
+
+def test_a_used_up_time_budget_saves_and_exits_75_with_one_line(tmp_path):
+  """--max_runtime=1: the budget is spent by the time the first chunk ends (imports alone take longer)."""
+  workdir = tmp_path / "run"
+  out = subprocess.run(train_cmd("swg", d4rl_hopper_file(tmp_path), workdir, "--max_runtime=1"), cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 75, out.stderr[-3000:]
+  lines = out.stderr.strip().splitlines()
+  assert lines[-2] == f"[critic] time budget of 1 s used up: saved step 100 of 200 in {workdir}/checkpoints/critic"
+  assert lines[-1] == f"time budget used up; progress is saved in {workdir}: run the same command again to resume"
+  assert json.loads((workdir / "config.json").read_text())["max_runtime_s"] == 1.0

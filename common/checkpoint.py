@@ -7,6 +7,7 @@ damaged step is moved aside (to <directory>.damaged/) and the newest intact one 
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -71,6 +72,22 @@ def verify_step_files(step_dir: str) -> bool:
   return True
 
 
+# Besides the arrays, a step holds metadata files of some tens of KB; the margin also leaves the disk not quite full.
+ROOM_MARGIN_BYTES = 1 << 20
+
+
+def check_room(directory: str, array_bytes: int) -> None:
+  """Raise OSError when `directory` cannot be written or its file system has no room for `array_bytes` more."""
+  os.makedirs(directory, exist_ok=True)
+  with tempfile.NamedTemporaryFile(dir=directory, prefix=".write_test_"):
+    pass
+  free = shutil.disk_usage(directory).free
+  if free < array_bytes + ROOM_MARGIN_BYTES:
+    raise OSError(errno.ENOSPC, f"No space left on device (a checkpoint needs about "
+                                f"{(array_bytes + ROOM_MARGIN_BYTES) / 1e6:.1f} MB, {free / 1e6:.1f} MB are free)",
+                  directory)
+
+
 class Checkpointer:
   """Numbered checkpoints of one pytree in `directory`; keeps the newest `max_to_keep`."""
 
@@ -88,7 +105,11 @@ class Checkpointer:
     return os.path.join(self.directory, str(step))
 
   def save(self, step: int, tree: Any) -> None:
-    """Save `tree` as `step`, then its checksums (process 0, once every process has written its part)."""
+    """Save `tree` as `step`, then its checksums (process 0, once every process has written its part).
+
+    Raises OSError (ENOSPC, EACCES, EROFS, ...) naming the directory when it cannot take the checkpoint, found
+    before orbax starts writing (its failures mid-write come as other exceptions, from several threads)."""
+    check_room(self.directory, sum(int(getattr(x, "nbytes", 0)) for x in jax.tree.leaves(tree)))
     self._manager.save(step, args=ocp.args.StandardSave(tree), force=True)
     self._manager.wait_until_finished()
     if distributed.is_main_process():

@@ -317,10 +317,18 @@ class Trainer:
     raise interrupts.Interrupted(reason)
 
   def _save(self, ckpt: Checkpointer, step: int, state, keys) -> None:
+    what = f"the checkpoint of stage '{self.name}' at step {step}"
     try:
       ckpt.save(step, {"state": state, "keys": keys})
     except OSError as e:
-      raise write_error(e, f"the checkpoint of stage '{self.name}' at step {step}", ckpt.directory) from e
+      raise write_error(e, what, ckpt.directory) from e
+    except Exception as e:  # noqa: BLE001  orbax reports a failed write (the disk filled meanwhile) as other types
+      text = str(e)
+      if not any(sign in text for sign in ("os_error_code", "No space left", "Permission denied", "Read-only")):
+        raise
+      raise RunError(f"cannot write {what} ({ckpt.directory}): {text.splitlines()[0][:400]}. Nothing already saved "
+                     "was lost: fix the cause (free space?), then run the same command again to resume from the "
+                     "last checkpoint") from e
 
   def _callback_due(self, step: int) -> bool:
     return self.callback is not None and (step == self.num_steps or

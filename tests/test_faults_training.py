@@ -5,6 +5,8 @@ import errno
 import glob
 import json
 import os
+import tempfile
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from common import iql, metrics_file, training
+from common import checkpoint, iql, metrics_file, training
 from common.checkpoint import Checkpointer
 from common.errors import DivergenceError, RunError
 from common.training import Trainer
@@ -189,12 +191,12 @@ def test_a_full_disk_ends_in_one_error_naming_the_file_and_loses_nothing(critic_
   monkeypatch.setattr(metrics_file.os, "write", real_write)
   assert metric_steps(workdir) == [5, 10, 15]  # the half line was taken back
 
-  def disk_full(*args, **kwargs):
-    raise OSError(errno.ENOSPC, "No space left on device")
-
-  monkeypatch.setattr(ocp.CheckpointManager, "save", disk_full)
+  # Half a megabyte left: found before orbax starts writing (its own failures come from several threads at once).
+  monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: SimpleNamespace(total=1 << 30, free=500_000))
+  monkeypatch.setattr(ocp.CheckpointManager, "save", lambda *a, **k: pytest.fail("orbax began a doomed write"))
   with pytest.raises(RunError, match=r"cannot write the checkpoint of stage 'train' at step 20 \(.*checkpoints/train"
-                                     r"\): No space left on device"):
+                                     r"\): No space left on device \(a checkpoint needs about 1\.\d MB, 0\.5 MB are "
+                                     r"free\)\. Nothing already saved was lost"):
     Trainer(step, workdir=workdir, **kwargs).run(state, data, keys)
   monkeypatch.undo()
   assert latest_checkpoint(workdir) == 10
@@ -210,3 +212,34 @@ def test_training_chunks_report_parameter_finiteness_per_seed(critic_run):
   assert finite.shape == (2,) and finite.all()
   _, _, finite = chunk(state, data, keys, jnp.uint32(2))
   assert not finite.any() and np.isfinite(metrics["q_loss"]).all()
+
+
+def test_a_folder_made_read_only_mid_run_ends_in_one_error_and_loses_nothing(critic_run, tmp_path, monkeypatch):
+  """As a user without root sees it (root writes anyway): the checkpoint folder refuses new files from step 20 on;
+  then orbax fails mid-write as it reports that itself (a ValueError carrying the OS error)."""
+  data, step, state, keys, kwargs, uninterrupted = critic_run
+  workdir = str(tmp_path / "run")
+  real_temporary_file, probes = tempfile.NamedTemporaryFile, []
+
+  def read_only_from_the_second_checkpoint(*args, **kw):
+    probes.append(1)
+    if len(probes) >= 2:
+      raise PermissionError(errno.EACCES, "Permission denied", kw.get("dir"))
+    return real_temporary_file(*args, **kw)
+
+  monkeypatch.setattr(checkpoint.tempfile, "NamedTemporaryFile", read_only_from_the_second_checkpoint)
+  with pytest.raises(RunError, match=r"cannot write the checkpoint of stage 'train' at step 20 \(.*\): Permission "
+                                     r"denied\. Nothing already saved was lost: make the folder writable again"):
+    Trainer(step, workdir=workdir, **kwargs).run(state, data, keys)
+  monkeypatch.undo()
+
+  def failing_mid_write(*args, **kw):
+    raise ValueError("RESOURCE_EXHAUSTED: Error writing local file \"_sharding\": No space left on device "
+                     "[os_error_code='28']")
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", failing_mid_write)
+  with pytest.raises(RunError, match=r"cannot write the checkpoint of stage 'train' at step 20 .*RESOURCE_EXHAUSTED"):
+    Trainer(step, workdir=workdir, **kwargs).run(state, data, keys)
+  monkeypatch.undo()
+  assert latest_checkpoint(workdir) == 10
+  assert_trees_close(Trainer(step, workdir=workdir, **kwargs).run(state, data, keys), uninterrupted)

@@ -66,4 +66,5 @@ def divergence_message(stage: str, *, start: int, end: int, num_steps: int, metr
   else:
     text += "Nothing non-finite was saved (this stage has no checkpoint yet). "
   first = next(iter(suspects)) if suspects else "the learning rate"
-  return text + f"Lower {first} and train again in a new --workdir"
+  return text + (f"Lower {first} and train again in a new --workdir (copying into it the checkpoints/<stage> folders "
+                 "of the stages that finished keeps them)")

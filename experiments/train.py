@@ -10,8 +10,12 @@ or over several processes and hosts with --distributed (one process per host, ea
 
 --config defaults to <algo>_jax/configs.py:<dataset>:paper. A --config without a dataset gets --dataset put in its
 argument, so the dataset's paper values (beta, expectile, ...) come first and --config.<field> flags override them.
-Run it again with the same workdir to resume an interrupted run; a workdir holding another config is refused.
-Writes to the workdir: config.json, metrics_<stage>.jsonl, checkpoints/, eval_<policy>.json, plots/, summary.json.
+Run it again with the same workdir to resume an interrupted run; a workdir holding another config, or in use by
+another run, is refused. Ctrl-C and SIGTERM save the chunk in flight and exit 130 / 143; --max_runtime=23h50m saves
+and exits 75 before that much process time is used up. A stage that diverges (NaN / inf) stops with one error line
+and summary.json records the failure.
+Writes to the workdir: config.json, run.lock (while running), metrics_<stage>.jsonl, checkpoints/, eval_<policy>.json,
+plots/, summary.json.
 
   srun --ntasks=2 .venv/bin/python -m experiments.train --algo=srpo --dataset=hopper-medium-v2 --seeds=0,1,2,3 \
     --workdir=/shared/runs/srpo_hopper --distributed        # SLURM / Open MPI: the processes find each other

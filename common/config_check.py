@@ -1,4 +1,5 @@
-"""Checks of a config file and its command-line overrides against what an algorithm reads, made before any work.
+"""Checks of a config file, its command-line overrides and its values against what an algorithm reads, made before
+any work.
 
 ml_collections reports an override of a field that does not exist (`--config.critic.lrr=1e-4`) as a 50-line chained
 traceback while absl parses the flags, and a config file of the other algorithm is only found out when a stage reads
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import math
+import numbers
 import os
 import re
 from typing import Any
@@ -150,3 +153,73 @@ def check_structure(config: ml_collections.ConfigDict, references: dict[str, ml_
                         f"give --config={algo}_jax/configs.py:<preset>, or --algo={other}")
   shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
   raise ConfigError(f"--config={spec} lacks field(s) {shown} that --algo={algo} reads (see {algo}_jax/configs.py)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Values: every number a run reads, in its allowed range, before any work.
+
+
+def _whole(lo: int):
+  return (lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= lo,
+          f"a whole number >= {lo}")
+
+
+def _number(lo: float, hi: float = math.inf, *, low_open: bool = False, high_open: bool = False):
+  def ok(v):
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+      return False
+    return (v > lo if low_open else v >= lo) and (v < hi if high_open else v <= hi)
+
+  low = f"{'>' if low_open else '>='} {lo:g}"
+  rule = f"a finite number {low}" if hi == math.inf else f"a number in {'(' if low_open else '['}{lo:g}, {hi:g}" \
+         f"{')' if high_open else ']'}"
+  return ok, rule
+
+
+STEPS, COUNT, RATE = _whole(1), _whole(1), _number(0, low_open=True)
+FRACTION = _number(0, 1, low_open=True, high_open=True)
+VALUE_RULES = {
+    "steps_per_call": COUNT, "checkpoint_every": _whole(0), "max_runtime_s": _number(0),
+    "eval.episodes": COUNT, "eval.max_episode_steps": _whole(0), "eval.seed": _whole(0),
+    "critic.num_steps": STEPS, "critic.batch_size": COUNT, "critic.lr": RATE, "critic.expectile": FRACTION,
+    "critic.discount": _number(0, 1), "critic.polyak": _number(0, 1, low_open=True),
+    "weights.expectile": FRACTION, "weights.temperature": RATE, "weights.clip_min": _number(0),
+    "weights.clip_max": RATE, "weights.chunk_size": COUNT,
+    "diffusion.num_steps": STEPS, "diffusion.batch_size": COUNT, "diffusion.lr": RATE, "diffusion.decay_steps": STEPS,
+    "diffusion.weight_decay": _number(0), "diffusion.ema": _number(0, 1, low_open=True),
+    "diffusion.dropout_rate": _number(0, 1, high_open=True), "diffusion.num_timesteps": COUNT,
+    "sampling.guidance_scale": _number(0), "sampling.num_steps": COUNT, "sampling.temperature": _number(0),
+    "sampling.num_candidates": COUNT, "resampling.num_candidates": COUNT, "resampling.temperature": _number(0),
+    "behavior.num_steps": STEPS, "behavior.batch_size": COUNT, "behavior.lr": RATE,
+    "behavior.weight_decay": _number(0), "behavior.dropout_rate": _number(0, 1, high_open=True),
+    "policy.num_steps": STEPS, "policy.batch_size": COUNT, "policy.lr": RATE, "policy.beta": _number(0),
+    "policy.t_min": FRACTION, "policy.t_max": _number(0, 1, low_open=True), "policy.fixed_t": FRACTION,
+}
+# Pairs (low, high) where low must stay below high.
+ORDERED = (("policy.t_min", "policy.t_max"), ("weights.clip_min", "weights.clip_max"),
+           ("sampling.w_min", "sampling.w_max"))
+
+
+def _get(config: ml_collections.ConfigDict, path: str):
+  node = config
+  for name in path.split("."):
+    if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+      return None, False
+    node = node[name]
+  return node, True
+
+
+def check_values(config: ml_collections.ConfigDict) -> None:
+  """Raise ConfigError for the first field of `config` outside its allowed range (fields a config lacks are
+  skipped), naming the field, its value and the range. A stage of 0 steps is refused: it would report an untrained
+  model as a result."""
+  for path, (ok, rule) in VALUE_RULES.items():
+    value, present = _get(config, path)
+    if present and not ok(value):
+      why = "; a stage of 0 steps would report an untrained model as a result" if value == 0 and \
+          path.endswith(".num_steps") else ""
+      raise ConfigError(f"config.{path} = {value!r} is out of range: it must be {rule}{why}")
+  for low, high in ORDERED:
+    (a, has_a), (b, has_b) = _get(config, low), _get(config, high)
+    if has_a and has_b and not a < b:
+      raise ConfigError(f"config.{low} = {a!r} must be below config.{high} = {b!r}")

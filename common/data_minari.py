@@ -60,8 +60,35 @@ def minari_transitions(
         f"machine with internet run `minari download {dataset_id}` and copy it under $MINARI_DATASETS_PATH "
         f"(now {_minari_root()})") from e
   except Exception as e:
-    raise DatasetError(f"cannot read Minari dataset {dataset_id!r} ({type(e).__name__}: {e})") from e
+    raise DatasetError(f"cannot read Minari dataset {dataset_id!r} in {_minari_root() / dataset_id / 'data'} "
+                       f"({type(e).__name__}: {e}); the files are damaged: download or build it again") from e
+  try:
+    parts = _episode_parts(ds, dataset_id)
+    meta = ds.storage.metadata
+  except DatasetError:
+    raise
+  except Exception as e:  # h5py / minari on a truncated or overwritten file: any error, one line with the path
+    raise DatasetError(f"cannot read the episodes of Minari dataset {dataset_id!r} in "
+                       f"{_minari_root() / dataset_id / 'data'} ({type(e).__name__}: {str(e)[:200]}); the file is "
+                       "truncated or damaged: download or build it again") from e
+  if not parts["rewards"]:
+    raise DatasetError(f"empty dataset: Minari dataset {dataset_id!r} has no steps")
+  arrays = {k: np.concatenate(v) for k, v in parts.items()}
+  validate(arrays, env_obs_dim, env_action_dim)
+  eval_spec = _spec_dict(meta.get("eval_env_spec"))
+  if not eval_spec.get("id"):
+    eval_spec = _spec_dict(meta.get("env_spec"))
+  info = {
+      "env_id": eval_spec.get("id"),
+      "env_kwargs": dict(eval_spec.get("kwargs") or {}),  # e.g. an AntMaze's maze_map with its start and goal
+      "ref_min_score": meta.get("ref_min_score"),
+      "ref_max_score": meta.get("ref_max_score"),
+  }
+  return _make_transitions(arrays, arrays["episode_ends"]), info
 
+
+def _episode_parts(ds, dataset_id: str) -> dict[str, list[np.ndarray]]:
+  """The transitions of every episode of a Minari dataset, per field: {key: [array per episode]}."""
   parts: dict[str, list[np.ndarray]] = {k: [] for k in (*TRANSITION_KEYS, "episode_ends")}
   for ep in ds.iterate_episodes():
     obs = minari_observation_vector(ep.observations)
@@ -81,21 +108,7 @@ def minari_transitions(
     parts["rewards"].append(np.asarray(ep.rewards).reshape(t))
     parts["terminals"].append(np.asarray(ep.terminations).reshape(t))
     parts["episode_ends"].append(ends)
-  if not parts["rewards"]:
-    raise DatasetError(f"empty dataset: Minari dataset {dataset_id!r} has no steps")
-  arrays = {k: np.concatenate(v) for k, v in parts.items()}
-  validate(arrays, env_obs_dim, env_action_dim)
-  meta = ds.storage.metadata
-  eval_spec = _spec_dict(meta.get("eval_env_spec"))
-  if not eval_spec.get("id"):
-    eval_spec = _spec_dict(meta.get("env_spec"))
-  info = {
-      "env_id": eval_spec.get("id"),
-      "env_kwargs": dict(eval_spec.get("kwargs") or {}),  # e.g. an AntMaze's maze_map with its start and goal
-      "ref_min_score": meta.get("ref_min_score"),
-      "ref_max_score": meta.get("ref_max_score"),
-  }
-  return _make_transitions(arrays, arrays["episode_ends"]), info
+  return parts
 
 
 def _spec_dict(spec: Any) -> dict[str, Any]:

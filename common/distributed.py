@@ -66,3 +66,23 @@ def put_global(tree: Any, sharding) -> Any:
   if jax.process_count() > 1:  # arrays committed to one local device cannot be moved across processes directly
     tree = jax.tree.map(np.asarray, tree)
   return jax.device_put(tree, sharding)
+
+
+def any_process(flag: bool) -> bool:
+  """Whether `flag` is True in any process (every process must call it: one small collective when distributed)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  return bool(np.any(multihost_utils.process_allgather(np.asarray([flag], np.int32))))
+
+
+def main_process_flag(flag: bool) -> bool:
+  """Process 0's `flag`, in every process (a broadcast when distributed)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  return bool(multihost_utils.broadcast_one_to_all(np.asarray(int(flag), np.int32)))
+
+
+def barrier(name: str) -> None:
+  """Wait until every process gets here (nothing to wait for in one process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)

@@ -1,7 +1,6 @@
 """Learning-curve figures from the Trainer's JSONL metrics (one line per chunk, one value per seed)."""
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -20,16 +19,14 @@ def save_figure_atomic(fig, path: str, dpi: int = 110) -> str:
 
 
 def read_metrics(path: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-  """steps [C] and {metric: values [C, num_seeds]} from a metrics_<stage>.jsonl file."""
+  """steps [C] and {metric: values [C, num_seeds]} from a metrics_<stage>.jsonl file (non-finite values as NaN)."""
+  from common.metrics_file import read_records
+
   steps, metrics = [], {}
-  with open(path) as f:
-    for line in f:
-      if not line.strip():
-        continue
-      record = json.loads(line)
-      steps.append(record["step"])
-      for name, values in record["metrics"].items():
-        metrics.setdefault(name, []).append(np.atleast_1d(values))
+  for record in read_records(path, note=False):  # a partial last line (a run stopped mid-write) is left out
+    steps.append(record["step"])
+    for name, values in record["metrics"].items():
+      metrics.setdefault(name, []).append(np.atleast_1d(np.asarray(values, np.float64)))  # "nan" strings -> nan
   return np.asarray(steps), {name: np.stack(v) for name, v in metrics.items()}
 
 

@@ -7,6 +7,7 @@ Workdir layout:  config.json  metrics_<stage>.jsonl  checkpoints/<stage>/  eval_
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -21,14 +22,13 @@ import numpy as np
 from common import distributed, evaluation
 from common.checkpoint import save_config, write_json_atomic
 from common.data import DatasetError, OfflineData, load_dataset
+from common.errors import DivergenceError, RunError, write_error
+from common.metrics_file import read_records
 from common.plots import plot_learning_curves, read_metrics
+from common.workdir_lock import LOCK_FILE, WorkdirLock
 
 # How a run is driven, not what it computes: these may change when a run is resumed.
-DRIVER_FIELDS = ("progress", "steps_per_call", "checkpoint_every")
-
-
-class RunError(RuntimeError):
-  """A run cannot start or go on. The message says why and what to do; entry points print it and exit non-zero."""
+DRIVER_FIELDS = ("progress", "steps_per_call", "checkpoint_every", "max_runtime_s")
 
 
 def add_run_fields(c: ml_collections.ConfigDict, *, episode_rule: str) -> ml_collections.ConfigDict:
@@ -41,8 +41,15 @@ def add_run_fields(c: ml_collections.ConfigDict, *, episode_rule: str) -> ml_col
   c.steps_per_call = 1000   # training steps fused into one jitted call
   c.checkpoint_every = 100_000
   c.progress = True
+  c.max_runtime_s = 0.0     # > 0: training saves and stops once this much process time would be used up
   c.eval = ml_collections.ConfigDict(dict(episodes=20, seed=0, max_episode_steps=0))
   return c
+
+
+def guard_kwargs(config, suspects: dict[str, Any]) -> dict[str, Any]:
+  """The Trainer arguments every stage of a run shares besides its own: the seed ids its divergence message names,
+  the config values that usually cause a divergence of the stage (`suspects`), and the time budget."""
+  return {"seed_ids": config.seeds, "suspects": suspects, "max_runtime_s": float(config.get("max_runtime_s", 0.0))}
 
 
 def check_seeds(seeds) -> None:
@@ -102,12 +109,17 @@ def config_differences(old: dict, new: dict) -> list[str]:
           if k.split(".")[-1] not in DRIVER_FIELDS and a.get(k) != b.get(k)]
 
 
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, algo: str) -> None:
-  """Create `workdir` (or resume in it) and save the resolved config there.
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raise RunError naming the first field of the config outside its allowed range, before any work is done."""
+  from common.config_check import ConfigError, check_values
 
-  Raises RunError when the directory cannot be created or written, or when it already holds a run of another
-  algorithm or config (its results are never overwritten: use a new workdir, or the same config to resume).
-  """
+  try:
+    check_values(config)
+  except ConfigError as e:
+    raise RunError(str(e)) from e
+
+
+def _make_writable_dir(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_test_"):
@@ -115,6 +127,9 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, algo: str) 
   except OSError as e:
     raise RunError(f"workdir {workdir!r} is not writable: {e.strerror or e}. Pass --workdir=<a writable "
                    "directory>.") from e
+
+
+def _check_and_save_config(workdir: str, config: ml_collections.ConfigDict, algo: str) -> None:
   resolved = {"algo": algo, **config.to_dict()}
   path = os.path.join(workdir, "config.json")
   if os.path.exists(path):
@@ -126,7 +141,57 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, algo: str) 
       raise RunError(f"workdir {workdir!r} holds a run with a different config ({shown}). Its results are kept: "
                      "use a new --workdir, or the same config to resume that run.")
   if distributed.is_main_process():
-    save_config(workdir, resolved)
+    try:
+      save_config(workdir, resolved)
+    except OSError as e:
+      raise write_error(e, "the run's config") from e
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, algo: str) -> None:
+  """Create `workdir` (or resume in it) and save the resolved config there.
+
+  Raises RunError when the directory cannot be created or written, or when it already holds a run of another
+  algorithm or config (its results are never overwritten: use a new workdir, or the same config to resume).
+  """
+  _make_writable_dir(workdir)
+  _check_and_save_config(workdir, config, algo)
+
+
+def _lock_workdir(workdir: str) -> WorkdirLock | None:
+  """Process 0 takes the run folder's lock; every process learns whether it could (and all refuse together)."""
+  lock, refused = None, None
+  if distributed.is_main_process():
+    try:
+      lock = WorkdirLock.acquire(workdir)
+    except RunError as e:
+      refused = e
+  if distributed.main_process_flag(refused is not None) and refused is None:
+    refused = RunError(f"workdir {workdir!r} is in use by another run (process 0 found its lock {LOCK_FILE})")
+  if refused is not None:
+    raise refused
+  return lock
+
+
+@contextlib.contextmanager
+def run_folder(workdir: str | None, config: ml_collections.ConfigDict, algo: str):
+  """The run folder for the length of a run (nothing without a workdir): created, locked against a second writer,
+  its config checked against the one it holds and saved, the lock released at the end. A DivergenceError from the
+  run is recorded in summary.json ({"failed": message}) on its way up, so the folder says how the run ended."""
+  if workdir is None:
+    yield
+    return
+  _make_writable_dir(workdir)
+  lock = _lock_workdir(workdir)
+  try:
+    _check_and_save_config(workdir, config, algo)
+    try:
+      yield
+    except DivergenceError as e:
+      write_failed_summary(workdir, algo, config, e)
+      raise
+  finally:
+    if lock is not None:
+      lock.release()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -221,7 +286,10 @@ def evaluate_policy(policy_fn: Callable, config, info: dict, workdir: str | None
         "returns": res.returns.tolist(), "wall_s": time.time() - start,
     }
   if workdir is not None and distributed.is_main_process():
-    write_json_atomic(os.path.join(workdir, f"eval_{name}.json"), result)
+    try:
+      write_json_atomic(os.path.join(workdir, f"eval_{name}.json"), result)
+    except OSError as e:
+      raise write_error(e, f"the evaluation {name}") from e
   return result
 
 
@@ -245,12 +313,9 @@ def stage_seconds(workdir: str) -> dict[str, float]:
   out = {}
   for stage, path in _metric_files(workdir):
     prev, total = 0, 0.0
-    with open(path) as f:
-      for line in f:
-        if line.strip():
-          record = json.loads(line)
-          total += (record["step"] - prev) / record["steps_per_sec"]
-          prev = record["step"]
+    for record in read_records(path, note=False):
+      total += (record["step"] - prev) / record["steps_per_sec"]
+      prev = record["step"]
     out[stage] = total
   return out
 
@@ -274,6 +339,20 @@ def device_description() -> str:
   return f"{jax.device_count()} x {kind}{processes} ({d.platform}{cores}, {platform.machine()})"
 
 
+def write_failed_summary(workdir: str, algo: str, config, error: DivergenceError) -> dict:
+  """summary.json of a run that diverged: the failure instead of evaluations (a diverged run reports no results)."""
+  summary = {"algo": algo, "dataset": config.dataset, "seeds": [int(s) for s in config.seeds],
+             "failed": str(error), "stage": error.stage, "step": error.step, "device": device_description(),
+             "jax_version": jax.__version__}
+  if distributed.is_main_process():
+    summary["stage_seconds"] = stage_seconds(workdir)
+    try:
+      write_json_atomic(os.path.join(workdir, "summary.json"), summary)
+    except OSError:
+      pass  # the error on its way up says what went wrong; a full disk must not hide it
+  return summary
+
+
 def write_summary(workdir: str | None, algo: str, config, info: dict, evals: dict[str, dict]) -> dict:
   """summary.json: dataset, env, seeds, every evaluation, training seconds per stage, the device."""
   summary = {
@@ -284,6 +363,9 @@ def write_summary(workdir: str | None, algo: str, config, info: dict, evals: dic
   }
   if workdir is not None and distributed.is_main_process():
     summary["stage_seconds"] = stage_seconds(workdir)
-    summary["plots"] = [os.path.relpath(p, workdir) for p in write_learning_curves(workdir)]
-    write_json_atomic(os.path.join(workdir, "summary.json"), summary)
+    try:
+      summary["plots"] = [os.path.relpath(p, workdir) for p in write_learning_curves(workdir)]
+      write_json_atomic(os.path.join(workdir, "summary.json"), summary)
+    except OSError as e:
+      raise write_error(e, "the run's summary and plots") from e
   return summary

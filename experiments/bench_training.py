@@ -84,15 +84,15 @@ def time_chunk(step_fn, state, data, keys, steps_per_call: int, calls: int, repe
   extra = inspect(compiled, steps_per_call) if inspect else {}
   state = jax.tree.map(jnp.copy, state)
   start = time.perf_counter()
-  state, _ = compiled(state, data, keys, jnp.uint32(0))  # warm-up, also sizes the repeats
+  state, _, _ = compiled(state, data, keys, jnp.uint32(0))  # warm-up, also sizes the repeats
   jax.block_until_ready(state)
   calls = max(calls, _calls_lasting(min_seconds, time.perf_counter() - start))
   rates = []
   for r in range(repeats):
     start = time.perf_counter()
     for c in range(calls):
-      state, metrics = compiled(state, data, keys, jnp.uint32((r * calls + c + 1) * steps_per_call))
-    jax.block_until_ready((state, metrics))
+      state, metrics, finite = compiled(state, data, keys, jnp.uint32((r * calls + c + 1) * steps_per_call))
+    jax.block_until_ready((state, metrics, finite))
     rates.append(calls * steps_per_call / (time.perf_counter() - start))
   return {"steps_per_sec": statistics.median(rates), "compile_s": compile_s, "calls": calls, **extra}
 

@@ -154,13 +154,45 @@ def main(argv=None):
     parser.exit(2, f"error: --out={args.out!r} is the committed reference folder {reference} (or inside it); the "
                    "demo writes to a run folder of its own and only reads the reference\n")
   toy_size = args.toy_size or ("smoke" if args.preset == "smoke" else "small")
-  os.makedirs(out, exist_ok=True)
+  problem = unwritable(out)
+  if problem:
+    parser.exit(2, f"error: --out={args.out!r} is not a writable folder: {problem}\n")
   os.environ.setdefault("MINARI_DATASETS_PATH", os.path.join(out, "minari"))
   start = time.time()
 
   from absl import logging
 
+  from common import interrupts
+  from common.data import DatasetError
+  from common.errors import RunError
+
   logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
+  interrupts.install_process_handlers()  # SIGTERM (and SIGINT in a background job) stop with a message
+  try:
+    run_everything(args, out, reference, toy_size, start)
+  except (DatasetError, RunError) as e:
+    parser.exit(1, f"error: {e}\n")
+  except OSError as e:
+    parser.exit(1, f"error: {e.strerror or e}: {e.filename or out}\n")
+  except KeyboardInterrupt as e:
+    parser.exit(interrupts.exit_code(e), f"{interrupts.stop_message(e)}; progress is saved in {out}: run the same "
+                "command again to resume\n")
+
+
+def unwritable(folder: str) -> str | None:
+  """Why `folder` cannot be created or written (the reason, e.g. "Permission denied"), or None."""
+  import tempfile
+
+  try:
+    os.makedirs(folder, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_test_"):
+      pass
+  except OSError as e:
+    return e.strerror or str(e)
+  return None
+
+
+def run_everything(args, out: str, reference: str, toy_size: str, start: float) -> None:
   run_pipeline(out, args.fresh, args.preset)
 
   if not args.skip_toys:

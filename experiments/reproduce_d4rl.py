@@ -70,13 +70,15 @@ def parse_datasets(spec: str) -> list[str]:
   return list(dict.fromkeys(names))
 
 
-def run_config(algo: str, dataset: str, preset: str, seeds):
+def run_config(algo: str, dataset: str, preset: str, seeds, max_runtime_s: float = 0.0):
   config = algorithm_package(algo).get_config(f"{dataset}:{preset}")
   config.seeds = tuple(int(s) for s in seeds)
+  config.max_runtime_s = float(max_runtime_s)
   return config
 
 
-def run_one(algo: str, dataset: str, preset: str, seeds, workdir: str, download: bool) -> dict:
+def run_one(algo: str, dataset: str, preset: str, seeds, workdir: str, download: bool,
+            max_runtime_s: float = 0.0) -> dict:
   """Train and evaluate one (dataset, algorithm); returns {"summary": ...} or {"missing" | "failed": message}."""
   from common.data import DatasetError
   from common.distributed import is_main_process
@@ -84,19 +86,23 @@ def run_one(algo: str, dataset: str, preset: str, seeds, workdir: str, download:
 
   summary_path = os.path.join(workdir, "summary.json")
   if os.path.exists(summary_path):
-    with open(summary_path) as f:
-      print(f"[reproduce] {dataset} {algo}: finished earlier, skipped", flush=True)
-      return {"summary": json.load(f)}
+    outcome = read_outcome(workdir)
+    if "failed" in outcome:  # it diverged: the same config and seeds would diverge the same way
+      print(f"[reproduce] {dataset} {algo}: failed earlier, skipped (remove {summary_path} to train it again)",
+            flush=True)
+      return record_not_finished(workdir, outcome)
+    print(f"[reproduce] {dataset} {algo}: finished earlier, skipped", flush=True)
+    return outcome
   print(f"[reproduce] {dataset} {algo}: training seeds {list(seeds)} in {workdir}", flush=True)
   if is_main_process():  # an earlier attempt's recorded outcome no longer holds while this one runs
     with contextlib.suppress(FileNotFoundError):
       os.remove(os.path.join(workdir, NOT_FINISHED))
   try:
-    config = run_config(algo, dataset, preset, seeds)
+    config = run_config(algo, dataset, preset, seeds, max_runtime_s)
     return {"summary": algorithm_package(algo).train_and_evaluate(config, workdir, download=download)}
   except DatasetError as e:
     return record_not_finished(workdir, {"missing": str(e)})
-  except RunError as e:
+  except RunError as e:  # a divergence among them: its summary.json records it too
     return record_not_finished(workdir, {"failed": str(e)})
   except Exception as e:  # a bug in one run must not lose the others: keep the traceback beside the run
     from common.checkpoint import write_text_atomic
@@ -120,8 +126,12 @@ def record_not_finished(workdir: str, outcome: dict) -> dict:
 
 def read_outcome(workdir: str) -> dict | None:
   """What is on disk for one run: {"summary": ...} when finished, the recorded {"missing" | "failed": ...} of a run
-  that ended without one, None when it has not ended (not started, running, or killed)."""
-  for name, wrap in (("summary.json", lambda d: {"summary": d}), (NOT_FINISHED, dict)):
+  that ended without one (or with a summary of its failure: a diverged run), None when it has not ended (not
+  started, running, or killed)."""
+  def from_summary(summary: dict) -> dict:  # a diverged run's summary records its failure, not results
+    return {"failed": summary["failed"]} if "failed" in summary else {"summary": summary}
+
+  for name, wrap in (("summary.json", from_summary), (NOT_FINISHED, dict)):
     try:
       with open(os.path.join(workdir, name)) as f:
         return wrap(json.load(f))
@@ -282,7 +292,7 @@ def report(outcomes: dict, datasets, policies, seeds, preset: str, wall_s: float
 
 
 def reproduce(datasets, policies, seeds, preset: str, out: str, report_path: str, download: bool = True,
-              shard: tuple[int, int] = (0, 1), report_only: bool = False) -> dict:
+              shard: tuple[int, int] = (0, 1), report_only: bool = False, max_runtime_s: float = 0.0) -> dict:
   """Runs this shard's units of the grid that are not finished (none with report_only), rewriting the whole grid's
   report after each. Returns {(dataset, algo): outcome or None (not finished)} for the whole grid."""
   from common.checkpoint import write_text_atomic
@@ -316,7 +326,7 @@ def reproduce(datasets, policies, seeds, preset: str, out: str, report_path: str
     if dataset in missing:
       outcome = record_not_finished(workdir, missing[dataset])
     else:
-      outcome = run_one(algo, dataset, preset, seeds, workdir, download)
+      outcome = run_one(algo, dataset, preset, seeds, workdir, download, max_runtime_s)
     ours[(dataset, algo)] = outcome
     if "missing" in outcome and dataset not in missing:
       missing[dataset] = outcome
@@ -342,6 +352,9 @@ def define_flags() -> None:
   flags.DEFINE_string("shard", None, "i/n: run every n-th (dataset, algorithm) run of the grid from run i, for n jobs "
                       "sharing one --out (default: SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT when set).")
   flags.DEFINE_bool("report_only", False, "Train nothing: write the report of what is finished under --out.")
+  flags.DEFINE_string("max_runtime", "", "Time budget of this process (e.g. 85800, 90m, 23h50m or HH:MM:SS): "
+                      "training saves and exits with status 75 before a chunk would end past it; run the same "
+                      "command again to go on.")
   distributed_flags.define_flags()
 
 
@@ -357,13 +370,24 @@ def main(argv):
       raise ValueError(f"unknown --algos {unknown}; expected some of {POLICIES}")
     seeds = [int(s) for s in FLAGS.seeds]
     shard = parse_shard(FLAGS.shard)  # with --report_only: n names the shard of each unfinished run
+    from common.interrupts import parse_duration
+
+    max_runtime_s = parse_duration(FLAGS.max_runtime) if FLAGS.max_runtime else 0.0
     distributed_flags.initialize_from_flags()
     from common import distributed
     distributed.check_seed_count(len(seeds))
   except ValueError as e:
     sys.exit(f"error: {e}")
-  outcomes = reproduce(datasets, FLAGS.algos, seeds, FLAGS.preset, FLAGS.out, FLAGS.report, FLAGS.download,
-                       shard=shard, report_only=FLAGS.report_only)
+  from common import interrupts
+
+  interrupts.install_process_handlers()  # SIGTERM (and SIGINT in a background job) stop with a message
+  try:
+    outcomes = reproduce(datasets, FLAGS.algos, seeds, FLAGS.preset, FLAGS.out, FLAGS.report, FLAGS.download,
+                         shard=shard, report_only=FLAGS.report_only, max_runtime_s=max_runtime_s)
+  except KeyboardInterrupt as e:
+    print(f"{interrupts.stop_message(e)}; progress is saved under {FLAGS.out}: run the same command again to "
+          "resume", file=sys.stderr)
+    sys.exit(interrupts.exit_code(e))
   if distributed.is_main_process():
     with open(FLAGS.report) as f:
       print(f.read())

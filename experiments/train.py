@@ -10,8 +10,12 @@ or over several processes and hosts with --distributed (one process per host, ea
 
 --config defaults to <algo>_jax/configs.py:<dataset>:paper. A --config without a dataset gets --dataset put in its
 argument, so the dataset's paper values (beta, expectile, ...) come first and --config.<field> flags override them.
-Run it again with the same workdir to resume an interrupted run; a workdir holding another config is refused.
-Writes to the workdir: config.json, metrics_<stage>.jsonl, checkpoints/, eval_<policy>.json, plots/, summary.json.
+Run it again with the same workdir to resume an interrupted run; a workdir holding another config, or in use by
+another run, is refused. Ctrl-C and SIGTERM save the chunk in flight and exit 130 / 143; --max_runtime=23h50m saves
+and exits 75 before that much process time is used up. A stage that diverges (NaN / inf) stops with one error line
+and summary.json records the failure.
+Writes to the workdir: config.json, run.lock (while running), metrics_<stage>.jsonl, checkpoints/, eval_<policy>.json,
+plots/, summary.json.
 
   srun --ntasks=2 .venv/bin/python -m experiments.train --algo=srpo --dataset=hopper-medium-v2 --seeds=0,1,2,3 \
     --workdir=/shared/runs/srpo_hopper --distributed        # SLURM / Open MPI: the processes find each other
@@ -45,6 +49,9 @@ def define_flags() -> None:
   flags.DEFINE_string("dataset", "", "D4RL name, Minari id or path to a D4RL-style .hdf5 file.")
   flags.DEFINE_list("seeds", [], "Seeds trained together, e.g. 0,1,2,3,4 (default: the config's).")
   flags.DEFINE_string("workdir", "", "Run directory (default results/runs/<algo>/<dataset>).")
+  flags.DEFINE_string("max_runtime", "", "Time budget of this process (e.g. 85800, 90m, 23h50m or HH:MM:SS): "
+                      "training saves and exits with status 75 before a chunk would end past it; run the same "
+                      "command again to go on. Sets config.max_runtime_s.")
   config_flags.DEFINE_config_file("config", None, "<algo>_jax/configs.py:[<dataset>:]<preset>", lock_config=False)
   distributed_flags.define_flags()
   flags.mark_flag_as_required("algo")
@@ -130,12 +137,20 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # keep orbax's per-checkpoint INFO lines out of the output
+  from common import interrupts
+
+  interrupts.install_process_handlers()  # SIGTERM (and SIGINT in a background job) stop with a message
   distributed_flags.initialize_from_flags()
   from common import distributed
   from common.data import DatasetError
   from common.run import RunError
 
   config = FLAGS.config
+  if FLAGS.max_runtime:
+    try:
+      config.max_runtime_s = interrupts.parse_duration(FLAGS.max_runtime)
+    except ValueError as e:
+      sys.exit(f"error: --max_runtime: {e}")
   if FLAGS.dataset and config.dataset != FLAGS.dataset:
     sys.exit(f"error: --dataset={FLAGS.dataset} but the config names dataset {config.dataset!r}; give one of them")
   if FLAGS.seeds:
@@ -158,9 +173,13 @@ def main(argv):
     summary = algorithm_package(FLAGS.algo).train_and_evaluate(config, workdir)
   except (DatasetError, RunError) as e:
     sys.exit(f"error: {e}")
-  except KeyboardInterrupt:
-    print(f"interrupted; progress is saved in {workdir}: run the same command again to resume", file=sys.stderr)
-    sys.exit(130)
+  except OSError as e:  # a write the library did not expect to fail (a full disk, a folder made read-only)
+    sys.exit(f"error: {e.strerror or e}: {e.filename or workdir}. Nothing already saved was lost: fix it, then run "
+             "the same command again to resume")
+  except KeyboardInterrupt as e:
+    print(f"{interrupts.stop_message(e)}; progress is saved in {workdir}: run the same command again to resume",
+          file=sys.stderr)
+    sys.exit(interrupts.exit_code(e))
   if distributed.is_main_process():
     print(eval_table([summary]))
     print(f"results in {os.path.abspath(workdir)}")

@@ -180,9 +180,15 @@ def policy_makers(algo: str, config) -> dict:
 def run_algo(algo: str, config, data, info, workdir: str, log=print) -> dict:
   """Train (resuming in workdir) and evaluate on the way; returns the run's record for the report."""
   from common import run as run_lib
+
+  with run_lib.run_folder(workdir, config, algo):  # locked; a divergence is recorded in summary.json
+    return _train_and_evaluate_on_the_way(algo, config, data, info, workdir, log)
+
+
+def _train_and_evaluate_on_the_way(algo: str, config, data, info, workdir: str, log) -> dict:
+  from common import run as run_lib
   from experiments.report import algorithm_package
 
-  run_lib.prepare_workdir(workdir, config, algo)
   makers = policy_makers(algo, config)
   every, num_steps = int(config.eval.every), int(config[LAST_STAGE[algo]].num_steps)
 
@@ -327,6 +333,8 @@ def validate(datasets, algos, *, preset: str = "validate", seeds=None, episodes:
 
   check_inputs(datasets, algos, preset, seeds, evals, episodes, out)
   configs = {(d, a): build_config(a, d, preset, seeds, episodes, evals, progress) for d in datasets for a in algos}
+  for config in configs.values():
+    run_lib.check_config(config)
   first = configs[(datasets[0], algos[0])]
   header = {"preset": preset, "seeds": list(first.seeds), "episodes": int(first.eval.episodes),
             "device": run_lib.device_description()}
@@ -370,14 +378,18 @@ def main(argv):
     seeds = [int(s) for s in FLAGS.seeds] if FLAGS.seeds else None
   except ValueError:
     sys.exit(f"error: --seeds must be integers separated by commas, got {','.join(FLAGS.seeds)!r}")
+  from common import interrupts
+
+  interrupts.install_process_handlers()  # SIGTERM (and SIGINT in a background job) stop with a message
   try:
     validate(FLAGS.datasets, FLAGS.algos, preset=FLAGS.preset, seeds=seeds, episodes=FLAGS.episodes,
              evals=FLAGS.evals, out=FLAGS.out)
   except (ValidateError, DatasetError, RunError) as e:
     sys.exit(f"error: {e}")
-  except KeyboardInterrupt:
-    print(f"interrupted; progress is saved in {FLAGS.out}: run the same command again to resume", file=sys.stderr)
-    sys.exit(130)
+  except KeyboardInterrupt as e:
+    print(f"{interrupts.stop_message(e)}; progress is saved in {FLAGS.out}: run the same command again to resume",
+          file=sys.stderr)
+    sys.exit(interrupts.exit_code(e))
   print(f"report: {os.path.abspath(os.path.join(FLAGS.out, 'report.md'))}")
 
 

@@ -86,11 +86,13 @@ def train(config, data: OfflineData, workdir: str | None = None, *, policy_callb
 
   critic = init_seeds(lambda k: iql.init_critic(k, obs_dim, action_dim, config.critic), stage_keys(0))
   critic = Trainer(iql.make_critic_step(config.critic), num_steps=int(config.critic.num_steps), name="critic",
-                   **common).run(critic, data, stage_keys(1))
+                   **common, **run_lib.guard_kwargs(config, {"critic.lr": config.critic.lr})).run(
+                       critic, data, stage_keys(1))
 
   beh = init_seeds(lambda k: behavior_lib.init_behavior(k, obs_dim, action_dim, config.behavior), stage_keys(2))
   beh = Trainer(behavior_lib.make_behavior_step(config.behavior), num_steps=int(config.behavior.num_steps),
-                name="behavior", **common).run(beh, data, stage_keys(3))
+                name="behavior", **common, **run_lib.guard_kwargs(config, {"behavior.lr": config.behavior.lr})).run(
+                    beh, data, stage_keys(3))
 
   pcfg = config.policy
   net = behavior_lib.behavior_net(action_dim, config.behavior)
@@ -106,14 +108,16 @@ def train(config, data: OfflineData, workdir: str | None = None, *, policy_callb
   first = jax.tree.map(lambda x: x[0], state)
   probe = data.observations[: min(256, data.size)]
   policy_lib.check_action_dims(lambda a, t, s: eps_apply(first.behavior_params, a, t, s), obs_dim, action_dim)
-  policy_lib.check_q_grad(lambda s, a: q_apply(first.q_params, s, a), probe,
-                          first.policy.apply_fn(first.policy.params, probe), pcfg.normalize_q_grad)
+  probe_actions = first.policy.apply_fn(first.policy.params, probe)
+  policy_lib.check_q_grad(lambda s, a: q_apply(first.q_params, s, a), probe, probe_actions, pcfg.normalize_q_grad)
+  policy_lib.check_behavior_eps(lambda a, t, s: eps_apply(first.behavior_params, a, t, s), probe, probe_actions)
   step = policy_lib.make_policy_step(eps_apply, q_apply, pcfg)
   to_policy = lambda state: Policy(params=state.policy.params, action_dim=action_dim, hidden=pcfg.hidden,
                                    num_layers=pcfg.num_layers, stacked=True)
   callback = None if policy_callback is None else lambda i, state: policy_callback(i, to_policy(state))
   state, _ = policy_lib.run_policy_stage(step, state, data.observations, stage_keys(5), pcfg, callback=callback,
-                                         callback_every=callback_every, **common)
+                                         callback_every=callback_every, **common,
+                                         **run_lib.guard_kwargs(config, {"policy.lr": pcfg.lr, "policy.beta": pcfg.beta}))
   return SRPOResult(critic=critic, behavior=beh, policy=to_policy(state))
 
 
@@ -121,10 +125,10 @@ def train_and_evaluate(config, workdir: str | None = None, *, download: bool = T
   """The main job: load config.dataset, train every seed (resuming in workdir), evaluate the policies in the
   dataset's env, write eval_srpo.json, plots and summary.json. Returns the summary. Raises common.data.DatasetError /
   common.run.RunError with a message for the user."""
+  run_lib.check_config(config)  # before any work: a refused config leaves nothing behind
   data, info = run_lib.load_run_data(config, download=download)
-  if workdir is not None:  # after loading: a dataset that fails leaves no run behind
-    run_lib.prepare_workdir(workdir, config, "srpo")
-  policy = train(config, data, workdir=workdir).policy
-  evaluation = run_lib.load_eval(workdir, "srpo") or run_lib.evaluate_policy(
-      lambda obs, key: seed_act(policy, obs), config, info, workdir, "srpo")
-  return run_lib.write_summary(workdir, "srpo", config, info, {"srpo": evaluation})
+  with run_lib.run_folder(workdir, config, "srpo"):  # after loading: a dataset that fails leaves no run behind
+    policy = train(config, data, workdir=workdir).policy
+    evaluation = run_lib.load_eval(workdir, "srpo") or run_lib.evaluate_policy(
+        lambda obs, key: seed_act(policy, obs), config, info, workdir, "srpo")
+    return run_lib.write_summary(workdir, "srpo", config, info, {"srpo": evaluation})

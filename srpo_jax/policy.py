@@ -188,6 +188,10 @@ class NonFiniteQGradError(FloatingPointError):
   """The critic's action gradient is NaN/inf: the Q network (or its checkpoint) is broken."""
 
 
+class NonFiniteBehaviorError(FloatingPointError):
+  """The behaviour model's eps is NaN/inf: the behaviour network (or its checkpoint) is broken."""
+
+
 def check_q_grad(q_fn: QFn, observations: jax.Array, actions: jax.Array, normalize: bool) -> None:
   g = np.asarray(q_grad(q_fn, observations, actions, normalize))
   if not np.all(np.isfinite(g)):
@@ -198,26 +202,26 @@ def check_q_grad(q_fn: QFn, observations: jax.Array, actions: jax.Array, normali
         f"{'; with normalize_q_grad a zero gradient also gives NaN' if normalize else ''})")
 
 
-def check_history(history: list[dict], name: str = "policy") -> None:
-  """Raise if any logged chunk has a non-finite Q-gradient RMS or loss."""
-  for record in history:
-    m = record["metrics"]
-    for key in ("q_grad_rms", "policy_loss"):
-      if key in m and not np.all(np.isfinite(np.asarray(m[key], dtype=np.float64))):
-        raise NonFiniteQGradError(
-            f"{name} extraction: {key} became non-finite ({m[key]}) in the chunk ending at step {record['step']}; "
-            f"the critic's Q gradients are NaN/inf")
+def check_behavior_eps(eps_fn: EpsFn, observations: jax.Array, actions: jax.Array) -> None:
+  """Raise NonFiniteBehaviorError when the behaviour model's eps is NaN/inf on a probe batch (at t = 0.5)."""
+  t = jnp.full((observations.shape[0],), 0.5)
+  eps = np.asarray(eps_fn(actions, SCHEDULE.model_time(t), observations))
+  if not np.all(np.isfinite(eps)):
+    bad = int(np.argwhere(~np.isfinite(eps))[0][0])
+    raise NonFiniteBehaviorError(
+        f"non-finite behaviour eps at batch row {bad} (value {eps[bad]}) before policy extraction: the behaviour "
+        "model is broken (check its training, behavior.lr, or its checkpoint); the critic is not at fault")
 
 
 def run_policy_stage(step_fn, state: PolicyStageState, observations: jax.Array, keys: jax.Array, config, *,
                      steps_per_call: int, workdir=None, progress=False, checkpoint_every=None, callback=None,
-                     callback_every: int = 0):
-  """The policy stage under a Trainer (callback(step, stage state): see `common.training.Trainer`)."""
+                     callback_every: int = 0, **guard):
+  """The policy stage under a Trainer (callback(step, stage state): see `common.training.Trainer`; `guard`: its
+  seed_ids, suspects and max_runtime_s). A non-finite chunk raises `common.errors.DivergenceError`."""
   trainer = Trainer(step_fn, num_steps=int(config.num_steps), steps_per_call=steps_per_call, name="policy",
                     workdir=workdir, checkpoint_every=checkpoint_every, progress=progress, callback=callback,
-                    callback_every=callback_every)
+                    callback_every=callback_every, **guard)
   state = trainer.run(state, observations, keys)
-  check_history(trainer.history)
   return state, trainer.history
 
 
@@ -237,7 +241,9 @@ def extract_policy(behavior_eps_fn: EpsFn, q_fn: QFn, observations, config, key:
                      init_key[None])
   first = jax.tree.map(lambda x: x[0], state.policy)
   probe = observations[: min(256, observations.shape[0])]
-  check_q_grad(q_fn, probe, first.apply_fn(first.params, probe), config.normalize_q_grad)
+  probe_actions = first.apply_fn(first.params, probe)
+  check_q_grad(q_fn, probe, probe_actions, config.normalize_q_grad)
+  check_behavior_eps(behavior_eps_fn, probe, probe_actions)
   step = make_policy_step(lambda _, a_t, t, s: behavior_eps_fn(a_t, t, s), lambda _, s, a: q_fn(s, a), config)
   state, _ = run_policy_stage(step, state, observations, run_key[None], config, steps_per_call=steps_per_call,
                               progress=progress)

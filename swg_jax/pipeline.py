@@ -40,8 +40,8 @@ def train(config, data: OfflineData, *, workdir: str | None = None, model_callba
   cc = config.critic
   critic = init_seeds(lambda k: iql.init_critic(k, data.obs_dim, data.action_dim, cc), seed_stage_keys(keys, 0))
   critic = Trainer(iql.make_critic_step(cc), num_steps=int(cc.num_steps), steps_per_call=config.steps_per_call,
-                   name="critic", workdir=workdir, progress=config.progress,
-                   checkpoint_every=config.checkpoint_every).run(critic, data, seed_stage_keys(keys, 1))
+                   name="critic", workdir=workdir, progress=config.progress, checkpoint_every=config.checkpoint_every,
+                   **run_lib.guard_kwargs(config, {"critic.lr": cc.lr})).run(critic, data, seed_stage_keys(keys, 1))
   w, adv = weights_lib.compute_weights(critic, data.observations, data.actions, config.weights, seed_axis=True)
   warn_above_w_max(w, config)
   weighted = WeightedData(observations=data.observations, actions=data.actions, weights=jnp.asarray(w))
@@ -54,15 +54,15 @@ def train_and_evaluate(config, workdir: str | None = None, *, download: bool = T
   """The main job: load config.dataset, train every seed (resuming in workdir), evaluate SWG (config.sampling) and
   SWG-R (config.resampling) in the dataset's env, write eval_swg.json, eval_swgr.json, plots and summary.json.
   Returns the summary. Raises common.data.DatasetError / common.run.RunError with a message for the user."""
+  run_lib.check_config(config)  # before any work: a refused config leaves nothing behind
   data, info = run_lib.load_run_data(config, download=download)
-  if workdir is not None:  # after loading: a dataset that fails leaves no run behind
-    run_lib.prepare_workdir(workdir, config, "swg")
-  result = train(config, data, workdir=workdir)
-  policies = {"swg": {}, "swgr": dict(config.resampling)}
-  evals = {}
-  for name, overrides in policies.items():
-    evals[name] = run_lib.load_eval(workdir, name) or run_lib.evaluate_policy(
-        seed_policy(result.model, **overrides), config, info, workdir, name)
-  return run_lib.write_summary(workdir, "swg", config, info, evals)
+  with run_lib.run_folder(workdir, config, "swg"):  # after loading: a dataset that fails leaves no run behind
+    result = train(config, data, workdir=workdir)
+    policies = {"swg": {}, "swgr": dict(config.resampling)}
+    evals = {}
+    for name, overrides in policies.items():
+      evals[name] = run_lib.load_eval(workdir, name) or run_lib.evaluate_policy(
+          seed_policy(result.model, **overrides), config, info, workdir, name)
+    return run_lib.write_summary(workdir, "swg", config, info, evals)
 
 

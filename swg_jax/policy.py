@@ -85,7 +85,9 @@ def fit_seeds(data: WeightedData, keys: jax.Array, config, *, critic=None, workd
   trainer = Trainer(model_lib.make_diffusion_step(action_dim, dc), num_steps=int(dc.num_steps),
                     steps_per_call=config.steps_per_call, name="diffusion", workdir=workdir, progress=progress,
                     checkpoint_every=config.checkpoint_every, data_per_seed=per_seed, callback=callback,
-                    callback_every=callback_every)
+                    callback_every=callback_every, suspects={"diffusion.lr": dc.lr},
+                    max_runtime_s=config.get("max_runtime_s", 0.0),
+                    seed_ids=config.seeds if len(config.seeds) == keys.shape[0] else None)
   return to_model(trainer.run(state, data, run_keys))
 
 

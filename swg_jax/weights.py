@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from common import iql
+from common.errors import DivergenceError
 
 WEIGHT_KINDS = ("expectile", "exp_advantage", "hard_advantage", "smooth_expectile")
 
@@ -20,7 +21,13 @@ WEIGHT_KINDS = ("expectile", "exp_advantage", "hard_advantage", "smooth_expectil
 def weights_from_advantage(adv: jax.Array, kind: str = "expectile", *, expectile: float = 0.7,
                            temperature: float = 3.0, clip_min: float = 1e-3, clip_max: float = 80.0,
                            hard_threshold: float = -0.01) -> jax.Array:
-  """Elementwise weight of each advantage.  [N] -> [N]"""
+  """Elementwise weight of each advantage.  [N] -> [N]. A NaN advantage gives a NaN weight, never a valid-looking
+  constant (a comparison with NaN is False)."""
+  return jnp.where(jnp.isnan(adv), jnp.nan, _weights(adv, kind, expectile, temperature, clip_min, clip_max,
+                                                     hard_threshold))
+
+
+def _weights(adv, kind, expectile, temperature, clip_min, clip_max, hard_threshold):
   if kind == "expectile":
     return jnp.where(adv > 0, expectile, 1.0 - expectile)
   if kind == "exp_advantage":
@@ -57,12 +64,30 @@ def compute_advantages(critic: iql.CriticState, observations, actions, *, chunk_
   return np.concatenate(out, axis=-1)
 
 
+def check_advantages(adv: np.ndarray) -> None:
+  """Raise DivergenceError naming the seeds and the first datum whose advantage is not finite.  adv: [N] or
+  [num_seeds, N]"""
+  bad = ~np.isfinite(adv)
+  if not bad.any():
+    return
+  per_seed = np.atleast_2d(bad)
+  seeds = np.flatnonzero(per_seed.any(axis=1)).tolist()
+  first = int(np.flatnonzero(per_seed[seeds[0]])[0])
+  raise DivergenceError(
+      f"SWG weights: {int(per_seed.sum())} of {per_seed.size} advantages A(s, a) are non-finite (seeds at positions "
+      f"{seeds}; the first at datum {first}: {np.atleast_2d(adv)[seeds[0], first]}): the critic's Q or V is broken. "
+      "Its training (critic.lr) or checkpoint is at fault; no weights were computed from it", stage="weights")
+
+
 def compute_weights(critic: iql.CriticState, observations, actions, config, *,
                     seed_axis: bool = False) -> tuple[np.ndarray, np.ndarray]:
   """(weights [N], advantages [N]) with config fields kind, expectile, temperature, clip_min, clip_max,
-  hard_threshold, chunk_size. seed_axis: a seed-stacked critic, giving [num_seeds, N] each."""
+  hard_threshold, chunk_size. seed_axis: a seed-stacked critic, giving [num_seeds, N] each.
+
+  Raises DivergenceError when an advantage is NaN or inf: weights from them would train the model on garbage."""
   adv = compute_advantages(critic, observations, actions, chunk_size=config.get("chunk_size", 16384),
                            seed_axis=seed_axis)
+  check_advantages(adv)
   w = weights_from_advantage(jnp.asarray(adv), config.kind, expectile=config.expectile,
                              temperature=config.temperature, clip_min=config.clip_min, clip_max=config.clip_max,
                              hard_threshold=config.hard_threshold)

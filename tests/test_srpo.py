@@ -235,13 +235,15 @@ class PolicyUpdateTest(chex.TestCase):
     chex.assert_tree_all_finite(metrics)
 
 
-def test_nan_q_gradients_raise_clear_error():
+def test_nan_q_gradients_or_behaviour_eps_raise_clear_errors_that_blame_the_right_model():
   nan_q = lambda s, a: jnp.sum(a, -1) * jnp.nan
   with pytest.raises(srpo_jax.NonFiniteQGradError, match="NaN"):
     srpo_jax.extract_policy(gmm_eps(**BIMODAL), nan_q, BANDIT_OBS, policy_config(num_steps=5),
                             jax.random.PRNGKey(0), action_dim=1)
-  with pytest.raises(srpo_jax.NonFiniteQGradError, match="q_grad_rms"):
-    policy.check_history([{"step": 10, "metrics": {"q_grad_rms": [1.0, float("nan")]}}])
+  nan_eps = lambda a_t, t, s: a_t * jnp.nan
+  with pytest.raises(policy.NonFiniteBehaviorError, match="behaviour model is broken.*critic is not at fault"):
+    srpo_jax.extract_policy(nan_eps, quadratic_q([0.5]), BANDIT_OBS, policy_config(num_steps=5),
+                            jax.random.PRNGKey(0), action_dim=1)
 
 
 def small_behavior_config(**overrides):

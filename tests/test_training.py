@@ -17,6 +17,7 @@ import pytest
 
 from common import iql, training
 from common.data import OfflineData
+from common.errors import RunError
 from common.networks import GaussianFourierTime
 from common.training import Trainer, init_seeds, seed_keys
 
@@ -131,7 +132,7 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, monkeypatch):
   monkeypatch.setattr(training.Checkpointer, "close", lambda self: (closed.append(1), real_close(self)))
   # Refused from the stored shapes, before orbax reads: a failed read logs its tasks' errors at garbage collection.
   monkeypatch.setattr(ocp.CheckpointManager, "restore", lambda *a, **k: pytest.fail("orbax read mismatched shapes"))
-  with pytest.raises(ValueError, match="cannot resume stage 'train'.*seeds: 3.*other shapes"):
+  with pytest.raises(RunError, match="cannot resume stage 'train'.*seeds: 3.*other shapes"):
     Trainer(step, workdir=workdir, **kwargs).run(other_state, data, other_keys)
   assert closed == [1]  # the refused run closed its checkpoint manager
 

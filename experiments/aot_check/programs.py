@@ -2,7 +2,7 @@
 
 A `Program` builds, for a mesh of the target's devices, the jitted function the library itself runs and abstract
 arguments (`jax.ShapeDtypeStruct`, placed on that mesh) for it; nothing is computed and no device is needed. The
-training chunks are `common.training.jit_chunk`, as a Trainer runs them; the samplers are the library's jitted entry
+training chunks are `common.training.jitted_chunk_fn`, as a Trainer runs them; the samplers are the library's jitted entry
 points with every static option; the evaluation policies are what `run.evaluate_policy` calls.
 
 Sizes are the papers' (paper networks, hopper dimensions, batch sizes of the paper configs) at the precision an
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from common.training import jit_chunk, seed_keys
+from common.training import jitted_chunk_fn, seed_keys
 from experiments import bench_training
 
 OBS_DIM, ACTION_DIM = bench_training.HOPPER["obs_dim"], bench_training.HOPPER["action_dim"]
@@ -99,7 +99,7 @@ def training_chunk(name: str, seeds: int, steps: int, overrides: dict | None = N
     placed_data = (place_part(per_seed, data) if isinstance(per_seed, bool) else
                    jax.tree.map(place_part, per_seed, data))  # per_seed: a pytree prefix of data
     args = (place(state, mesh, seed_spec), placed_data, place(keys, mesh, seed_spec), place(jnp.uint32(0), mesh))
-    return jit_chunk(stage.step_fn, steps, per_seed, mesh if sharded else None), args
+    return jitted_chunk_fn(stage.step_fn, steps, per_seed, mesh if sharded else None), args
 
   return build
 

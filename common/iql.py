@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 
-from common.data import OfflineData, sample_batch
+from common.offline_data import OfflineData, sample_batch
 from common.networks import TwinQ, ValueNet, compute_dtype
 
 

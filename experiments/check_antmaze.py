@@ -1,4 +1,4 @@
-"""Does `common.antmaze` reproduce the env a D4RL AntMaze file came from? Replays the file's transitions one step each.
+"""Does `common.envs.antmaze` reproduce the env a D4RL AntMaze file came from? Replays the file's transitions one step each.
 
   python -m experiments.check_antmaze --dataset=antmaze-umaze-v0 [--transitions=2000]
 
@@ -12,9 +12,12 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from common import antmaze, data
+from experiments import cli
+
+from common import data
+from common.envs import antmaze
 
 FLAGS = flags.FLAGS
 
@@ -52,4 +55,4 @@ if __name__ == "__main__":
   flags.DEFINE_integer("transitions", 2000, "How many evenly spaced transitions to replay.")
   flags.DEFINE_float("tolerance", 0.05, "Largest acceptable median one-step error.")
   flags.DEFINE_bool("download", False, "Fetch a missing file from D4RL's URL.")
-  app.run(main)
+  cli.run(main)

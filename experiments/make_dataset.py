@@ -3,8 +3,8 @@
   python -m experiments.make_dataset                                        # builtin/reacher/noisy-v0
   python -m experiments.make_dataset --recipe=medium-replay --env=Hopper-v5   # recipes/hopper/medium-replay-v0
 
-Recipes (`common.recipes`): random, medium, medium-replay, expert, medium-expert on Hopper-v5, HalfCheetah-v5,
-Walker2d-v5, made with an online SAC agent (common/sac.py) trained and checkpointed in --workdir; a bad request,
+Recipes (`common.recipes.datasets`): random, medium, medium-replay, expert, medium-expert on Hopper-v5, HalfCheetah-v5,
+Walker2d-v5, made with an online SAC agent (common/recipes/sac.py) trained and checkpointed in --workdir; a bad request,
 an existing dataset (without --overwrite) or a target return not reached in --train_steps ends with one `error:` line.
 
 The built-in dataset comes from the real Gymnasium `Reacher-v5`.
@@ -25,7 +25,9 @@ import sys
 
 import gymnasium as gym
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from experiments import cli
 
 ENV_ID = "Reacher-v5"
 DEFAULT_ID = "builtin/reacher/noisy-v0"
@@ -119,8 +121,8 @@ flags.DEFINE_boolean("progress", True, "Show progress bars.")
 
 
 def make_recipe_from_flags():
-  from common import recipes
-  from common.sac_online import OnlineConfig
+  from common.recipes import datasets as recipes
+  from common.recipes.sac_online import OnlineConfig
 
   online = OnlineConfig(start_steps=FLAGS.start_steps, eval_every=FLAGS.eval_every,
                         eval_episodes=FLAGS.eval_episodes)
@@ -137,7 +139,7 @@ def make_recipe_from_flags():
 
 def main(_):
   if FLAGS.recipe:
-    from common.recipes import RecipeError
+    from common.recipes.datasets import RecipeError
 
     try:
       make_recipe_from_flags()
@@ -165,4 +167,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -31,7 +31,7 @@ import traceback
 import numpy as np
 from absl import app, flags, logging
 
-from experiments import distributed_flags
+from experiments import cli, distributed_flags
 from experiments.report import POLICY_NAMES, algorithm_package, mean_std
 
 LOCOMOTION = tuple(f"{env}-{level}-v2" for level in ("medium-expert", "medium", "medium-replay")
@@ -216,7 +216,7 @@ def plot_scores(outcomes: dict, datasets, policies, path: str) -> str | None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  from common.plots import save_figure_atomic
+  from common.run.plots import save_figure_atomic
 
   height = 0.8 / len(policies)
   fig, ax = plt.subplots(figsize=(7.0, 1.0 + 0.45 * len(rows) * max(1, len(policies) / 2)))
@@ -400,4 +400,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

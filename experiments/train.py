@@ -5,7 +5,7 @@ or over several processes and hosts with --distributed (one process per host, ea
     --workdir=runs/srpo_hopper
   .venv/bin/python -m experiments.train --algo=swg --config=swg_jax/configs.py:antmaze-umaze-v0:paper \
     --config.critic.lr=1e-4
-  MINARI_DATASETS_PATH=results/demo/minari .venv/bin/python -m experiments.train --algo=swg \
+  MINARI_DATASETS_PATH=results/runs/demo/minari .venv/bin/python -m experiments.train --algo=swg \
     --dataset=builtin/reacher/noisy-v0 --config=swg_jax/configs.py:demo   # the demo's dataset
 
 --config defaults to <algo>_jax/configs.py:<dataset>:paper. A --config without a dataset gets --dataset put in its
@@ -35,7 +35,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments import distributed_flags
+from experiments import cli, distributed_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALGOS = ("swg", "srpo")
@@ -101,7 +101,7 @@ def config_problem(argv: list[str]) -> str | None:
   Checked: the config file loads; it has every field the algorithm reads (a config of the other algorithm is named
   as such); every --config.<field> override names an existing field (else the nearest valid names are given).
   """
-  from common import config_check
+  from common.run import config_check
 
   _, algo = _flag_value(argv, "algo")
   _, spec = _flag_value(argv, "config")
@@ -191,7 +191,7 @@ def run(argv=None):
   if problem:
     sys.exit(f"error: {problem}")
   define_flags()
-  app.run(main, argv=argv)
+  cli.run(main, argv)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,10 @@ from flax.training.train_state import TrainState
 
 from common import iql
 from common import run as run_lib
-from common.data import OfflineData
+from common.offline_data import OfflineData
 from common.networks import TwinQ, compute_dtype
 from common.training import Trainer, init_seeds, seed_keys, seed_stage_keys
-from srpo_jax import behavior as behavior_lib
+from srpo_jax import behavior as behavior_lib, configs
 from srpo_jax import policy as policy_lib
 from srpo_jax.behavior import behavior_eps_fn, sample_behavior
 from srpo_jax.configs import get_config
@@ -126,6 +126,7 @@ def train_and_evaluate(config, workdir: str | None = None, *, download: bool = T
   dataset's env, write eval_srpo.json, plots and summary.json. Returns the summary. Raises common.data.DatasetError /
   common.run.RunError with a message for the user."""
   run_lib.check_config(config)  # before any work: a refused config leaves nothing behind
+  configs.note_dataset_defaults(config)
   data, info = run_lib.load_run_data(config, download=download)
   with run_lib.run_folder(workdir, config, "srpo"):  # after loading: a dataset that fails leaves no run behind
     policy = train(config, data, workdir=workdir).policy

@@ -6,7 +6,7 @@ Presets: "paper" (the official code's numbers: 1.5M critic, 2M behaviour and 1M 
 a few thousand steps: the built-in Reacher dataset in minutes on a CPU), "validate" (the demo's networks, 100k critic,
 30k behaviour and 20k policy steps with the "- eps" baseline, 2 seeds, 10 evaluation episodes: `make validate`'s
 locomotion learning check) and "smoke" (tiny nets, a few steps: wiring checks only). Any id of a dataset of the
-paper's tables (D4RL name, Minari port, recipe rebuild: `common.dataset_ids.d4rl_name_for`) sets beta (the official
+paper's tables (D4RL name, Minari port, recipe rebuild: `common.data.ids.d4rl_name_for`) sets beta (the official
 per-dataset table), the IQL expectile (0.9 AntMaze / 0.7 otherwise), the policy depth (4 AntMaze / 2 otherwise),
 AntMaze's per-sample normalisation of grad_a Q and, like any dataset name, the reward preprocessing kind; other
 datasets keep the defaults below (beta 0.05) and say so once.
@@ -14,9 +14,8 @@ datasets keep the defaults below (beta 0.05) and say so once.
 from __future__ import annotations
 
 import ml_collections
-
 from common.data import infer_reward_kind
-from common.dataset_ids import announce_defaults, d4rl_name_for, paper_dataset_for
+from common.data.ids import announce_defaults, d4rl_name_for, paper_dataset_for
 from common.run import add_run_fields, split_config_arg
 
 # The official SRPO code's per-dataset beta (it multiplies the Q term of the policy loss).
@@ -33,7 +32,7 @@ PRESETS = ("paper", "demo", "validate", "smoke")
 def dataset_overrides(dataset: str) -> dict | None:
   """beta, expectile, policy depth and grad-Q normalisation for any id of a dataset of the paper's table (a D4RL
   name of any version, a Minari port such as 'mujoco/hopper/medium-v0' or 'D4RL/antmaze/umaze-v1', a recipe rebuild
-  'recipes/hopper/medium-replay-v0'; see `common.dataset_ids.d4rl_name_for`), or None for other datasets."""
+  'recipes/hopper/medium-replay-v0'; see `common.data.ids.d4rl_name_for`), or None for other datasets."""
   key = paper_dataset_for(dataset)
   if key is None or key not in BETAS:
     return None
@@ -110,11 +109,17 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     c.policy.beta = o["beta"]
     c.policy.num_layers = o["policy_layers"]
     c.policy.normalize_q_grad = o["normalize_q_grad"]
-  elif dataset:
-    announce_defaults("SRPO", dataset, {
-        "beta": c.policy.beta, "expectile": c.critic.expectile, "policy_layers": c.policy.num_layers,
-        "normalize_q_grad": c.policy.normalize_q_grad, "reward_kind": c.reward_kind})
   return _PRESET_FNS[preset](c)
+
+
+def note_dataset_defaults(c: ml_collections.ConfigDict) -> str | None:
+  """For a dataset outside the paper's table: print once, and return, the line naming the values this run uses in
+  place of the paper's per-dataset ones (after every --config override); None for a table dataset."""
+  if not c.dataset or dataset_overrides(c.dataset):
+    return None
+  return announce_defaults("SRPO", c.dataset, {
+      "beta": c.policy.beta, "expectile": c.critic.expectile, "policy_layers": c.policy.num_layers,
+      "normalize_q_grad": c.policy.normalize_q_grad, "reward_kind": c.reward_kind})
 
 
 _PRESET_FNS = {"paper": lambda c: c, "demo": demo, "validate": validate, "smoke": smoke}

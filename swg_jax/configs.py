@@ -11,16 +11,15 @@ and "smoke" (tiny, a few steps: wiring checks only).
 Paper values are those of the official JAX code (configs/D4RL/config.yaml): critic 500k steps at batch 256, diffusion
 1M steps at batch 1024, lr 3e-4 cosine-decayed over the paper's 3M horizon, EMA 0.001, T = 15, dropout 0.1,
 expectile tau = 0.9 for AntMaze and 0.7 otherwise (per-dataset `critic_hyperparam`); Minari ports and recipe
-rebuilds of those datasets get the same values (`common.dataset_ids`). The official configs carry no
+rebuilds of those datasets get the same values (`common.data.ids`). The official configs carry no
 per-dataset guidance scale (the paper sweeps rho over GUIDANCE_SWEEP); the default is the exact rho = 1. SWG-R
 (`resampling`) draws 16 candidates at temperature 1 and keeps the best by min-Q_target.
 """
 from __future__ import annotations
 
 import ml_collections
-
 from common.data import infer_reward_kind
-from common.dataset_ids import announce_defaults, d4rl_name_for, paper_dataset_for
+from common.data.ids import announce_defaults, d4rl_name_for, paper_dataset_for
 from common.run import add_run_fields, split_config_arg
 
 PRESETS = ("paper", "demo", "validate", "smoke")
@@ -107,12 +106,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def resolve_dataset_values(c: ml_collections.ConfigDict, dataset: str) -> None:
   """The papers' per-dataset values for any id of a dataset in their tables (a D4RL name, a Minari port, a recipe
-  rebuild: `common.dataset_ids.d4rl_name_for`): the expectile and the reward preprocessing. Other datasets keep the
+  rebuild: `common.data.ids.d4rl_name_for`): the expectile and the reward preprocessing. Other datasets keep the
   default expectile, get the reward kind their name implies, and say so once."""
   d4rl = d4rl_name_for(dataset)
   c.reward_kind = infer_reward_kind(d4rl or dataset)
   paper = paper_dataset_for(dataset)
   if paper:
     c.critic.expectile = dataset_expectile(paper)
-  else:
-    announce_defaults("SWG", dataset, {"expectile": c.critic.expectile, "reward_kind": c.reward_kind})
+
+
+def note_dataset_defaults(c: ml_collections.ConfigDict) -> str | None:
+  """For a dataset outside the paper's table: print once, and return, the line naming the values this run uses in
+  place of the paper's per-dataset ones (after every --config override); None for a table dataset."""
+  if not c.dataset or paper_dataset_for(c.dataset):
+    return None
+  return announce_defaults("SWG", c.dataset, {"expectile": c.critic.expectile, "reward_kind": c.reward_kind})

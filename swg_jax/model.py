@@ -15,7 +15,7 @@ import optax
 
 from common.diffusion import VPDiscrete, eps_matching_loss, noise
 from common.networks import ConditionalEpsNet, compute_dtype
-from common.data import sample_batch
+from common.offline_data import sample_batch
 from common.training import make_optimizer
 
 

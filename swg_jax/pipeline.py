@@ -8,9 +8,9 @@ import numpy as np
 
 from common import iql
 from common import run as run_lib
-from common.data import OfflineData
+from common.offline_data import OfflineData
 from common.training import Trainer, init_seeds, seed_keys, seed_stage_keys
-from swg_jax import weights as weights_lib
+from swg_jax import configs, weights as weights_lib
 from swg_jax.inputs import warn_above_w_max
 from swg_jax.model import WeightedData
 from swg_jax.policy import SWGModel, fit_seeds, seed_policy
@@ -55,6 +55,7 @@ def train_and_evaluate(config, workdir: str | None = None, *, download: bool = T
   SWG-R (config.resampling) in the dataset's env, write eval_swg.json, eval_swgr.json, plots and summary.json.
   Returns the summary. Raises common.data.DatasetError / common.run.RunError with a message for the user."""
   run_lib.check_config(config)  # before any work: a refused config leaves nothing behind
+  configs.note_dataset_defaults(config)
   data, info = run_lib.load_run_data(config, download=download)
   with run_lib.run_folder(workdir, config, "swg"):  # after loading: a dataset that fails leaves no run behind
     result = train(config, data, workdir=workdir)

@@ -11,7 +11,9 @@ import mujoco
 import numpy as np
 import pytest
 
-from common import antmaze, data, evaluation
+from common import data
+from common.envs import antmaze
+from common.envs import evaluation
 from tests.datasets import write_hdf5
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -269,7 +269,8 @@ def test_flops_per_step_match_the_shape_count_of_the_traced_step(tmp_path, seeds
   """XLA's count of the compiled GPU program against the matmul shapes of one seed's traced step (bench_flops),
   times the seeds: vmapped seeds must not be undercounted."""
   from common.training import seed_keys
-  from experiments import bench_flops, bench_training
+  from experiments.bench import flops as bench_flops
+  from experiments.bench import training as bench_training
 
   stage = bench_training.critic_stage()
   keys = seed_keys(range(seeds))

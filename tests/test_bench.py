@@ -48,7 +48,7 @@ def test_cpu_targets_markdown_and_rows_read_together():
   results["targets"] = bench.evaluate_targets(results)
   text = bench.to_markdown(results)
   assert "| SWG guided DPM-Solver++ 5 steps | 0.800 | 0.010 | 0.0200 | 0.200 | 0.500 |" in text
-  assert "Targets on this 2-core CPU" in text
+  assert "targets on this 2-core CPU" in text
   del results["targets"]
   assert "Targets" not in bench.to_markdown(results)
 
@@ -109,7 +109,7 @@ def test_accelerator_markdown_has_its_targets_and_the_pipeline_estimates():
   text = bench.to_markdown(results)
   assert "| SRPO behaviour step (b2048) | 8 | fused | 150.0 | 1200.0 | 1.0 | 0% | 0.21 | 1.0 |" in text
   assert "| SRPO behaviour step (b2048) | — | 1.33x | — | met (1.1x under) |" in text
-  assert "Targets on an accelerator" in text and "Targets on this 2-core CPU" not in text
+  assert "targets on an accelerator" in text and "targets on this 2-core CPU" not in text
   assert "| SRPO behaviour step (b2048): wall time of 8 seeds / 1 seed | 1.33 | 1.5 |" in text
   assert "SRPO: 4.6 h" in text
 

@@ -7,7 +7,8 @@ from flax.training.train_state import TrainState
 
 from common import iql
 from common.training import init_seeds, make_chunk_fn, seed_keys
-from experiments import bench, bench_flops
+from experiments import bench
+from experiments.bench import flops as bench_flops
 
 B, IN, H, OUT = 8, 5, 16, 3
 

@@ -342,6 +342,16 @@ def test_minari_id_not_stored_locally(minari_root):
     data.load_dataset("mujoco/hopper/medium-v0")
 
 
+@pytest.mark.parametrize("dataset_id,how", [
+    ("builtin/reacher/noisy-v0", "experiments.make_dataset --dataset_id=builtin/reacher/noisy-v0"),
+    ("recipes/hopper/medium-replay-v0", "experiments.make_dataset --recipe=medium-replay --env=Hopper-v5` or `make datasets"),
+])
+def test_a_missing_dataset_this_project_builds_names_the_command_that_builds_it(minari_root, dataset_id, how):
+  with pytest.raises(DatasetError) as e:
+    data.load_minari(dataset_id)
+  assert how in str(e.value) and "minari download" not in str(e.value)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Bad input: one test each
 # ------------------------------------------------------------------------------------------------------------------
@@ -493,7 +503,7 @@ def test_minari_eval_env_kwargs_reach_the_evaluation(minari_root, tmp_path, monk
 
   import gymnasium as gym
 
-  from common import evaluation
+  from common.envs import evaluation
   from common.run import evaluate_policy, load_run_data
   from srpo_jax import get_config
 

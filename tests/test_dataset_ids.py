@@ -4,8 +4,8 @@ import pytest
 
 import srpo_jax.configs as srpo_configs
 import swg_jax.configs as swg_configs
-from common import dataset_ids
-from common.dataset_ids import d4rl_name_for
+from common.data import ids as dataset_ids
+from common.data.ids import d4rl_name_for
 from tests.test_configs import SRPO_BETA
 
 # Typed by hand: the ids users hold today and the D4RL name each stands for.
@@ -82,22 +82,31 @@ def test_aliases_get_the_papers_values(alias, d4rl):
 def test_datasets_outside_the_tables_keep_defaults_and_say_so_once(dataset, capsys):
   dataset_ids._ANNOUNCED.clear()
   srpo = srpo_configs.get_config(f"{dataset}:smoke")
-  srpo_configs.get_config(f"{dataset}:paper")  # resolved again: no second line
   swg = swg_configs.get_config(f"{dataset}:smoke")
-  lines = capsys.readouterr().out.strip().splitlines()
-  assert len(lines) == 2, lines
-  srpo_line, swg_line = lines
-  assert dataset in srpo_line and "SRPO uses its defaults" in srpo_line
+  assert capsys.readouterr().out == ""  # said when a run starts, with the values it ends up with
+  srpo_line = srpo_configs.note_dataset_defaults(srpo)
+  srpo_configs.note_dataset_defaults(srpo)  # again: no second line
+  swg_line = swg_configs.note_dataset_defaults(swg)
+  assert capsys.readouterr().out.strip().splitlines() == [srpo_line, swg_line]
+  assert dataset in srpo_line and "SRPO uses: " in srpo_line
   assert (srpo.policy.beta, srpo.critic.expectile, srpo.policy.num_layers) == (0.05, 0.7, 2)
   assert "beta=0.05" in srpo_line and "expectile=0.7" in srpo_line and "policy_layers=2" in srpo_line
   assert f"reward_kind={srpo.reward_kind}" in srpo_line
-  assert "SWG uses its defaults" in swg_line and "expectile=0.7" in swg_line and swg.critic.expectile == 0.7
+  assert "SWG uses: " in swg_line and "expectile=0.7" in swg_line and swg.critic.expectile == 0.7
   assert f"reward_kind={swg.reward_kind}" in swg_line
+
+
+def test_the_note_states_the_values_the_run_uses_after_overrides(capsys):
+  dataset_ids._ANNOUNCED.clear()
+  config = srpo_configs.get_config("builtin/reacher/noisy-v0:smoke")
+  config.policy.beta = 0.2  # --config.policy.beta=0.2
+  line = srpo_configs.note_dataset_defaults(config)
+  assert "beta=0.2," in line and "beta=0.05" not in line
 
 
 def test_paper_datasets_are_silent(capsys):
   dataset_ids._ANNOUNCED.clear()
-  srpo_configs.get_config("mujoco/hopper/medium-v0:smoke")
-  swg_configs.get_config("recipes/walker2d/medium-replay-v0:smoke")
-  srpo_configs.get_config("smoke")  # no dataset: nothing to say
+  assert srpo_configs.note_dataset_defaults(srpo_configs.get_config("mujoco/hopper/medium-v0:smoke")) is None
+  assert swg_configs.note_dataset_defaults(swg_configs.get_config("recipes/walker2d/medium-replay-v0:smoke")) is None
+  assert srpo_configs.note_dataset_defaults(srpo_configs.get_config("smoke")) is None  # no dataset: nothing to say
   assert capsys.readouterr().out == ""

@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from experiments import demo, demo_compare
+from experiments import demo
+from experiments.demo import compare as demo_compare
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IN_GIT = shutil.which("git") is not None and subprocess.run(

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from common import data, run
-from common import evaluation as ev
+from common.envs import evaluation as ev
 
 HOPPER = "Hopper-v4"
 

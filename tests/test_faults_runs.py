@@ -17,11 +17,12 @@ import pytest
 
 import srpo_jax
 import swg_jax
-from common import config_check, iql
+from common import iql
+from common.run import config_check
 from common import run as run_lib
 from common.data import DatasetError
 from common.errors import DivergenceError, RunError
-from common.workdir_lock import LOCK_FILE, WorkdirLock
+from common.run.lock import LOCK_FILE, WorkdirLock
 from swg_jax import weights as weights_lib
 from tests.datasets import d4rl_hdf5, make_minari_dataset
 from tests.test_training import random_data, small_config
@@ -153,7 +154,7 @@ def test_a_second_writer_is_refused_naming_the_holder_and_a_stale_lock_is_taken_
 def test_train_refuses_a_run_folder_in_use_before_touching_it(tmp_path):
   workdir = tmp_path / "run"
   workdir.mkdir()
-  holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from common.workdir_lock import WorkdirLock; "
+  holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from common.run.lock import WorkdirLock; "
                              f"WorkdirLock.acquire({str(workdir)!r}); print('locked', flush=True); time.sleep(600)"],
                             cwd=REPO, stdout=subprocess.PIPE, text=True)
   try:
@@ -206,7 +207,7 @@ def test_a_refused_config_leaves_no_run_folder_behind(tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage over the header"])
 def test_a_damaged_minari_file_is_one_error_naming_the_dataset_and_its_path(tmp_path, monkeypatch, damage):
-  from common.data_minari import minari_transitions
+  from common.data.minari_datasets import minari_transitions
 
   monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
   make_minari_dataset("test/hopper/damaged-v0", num_episodes=2, max_episode_steps=10)

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from common import checkpoint, run
-from common.plots import plot_learning_curves
+from common.run.plots import plot_learning_curves
 from tests import datasets
 
 

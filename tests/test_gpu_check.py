@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from experiments import gpu_check, gpu_check_profile
+from experiments import gpu_check
+from experiments.gpu_check import profiling as gpu_check_profile
 
 
 @pytest.mark.slow  # about 30 compiles: ~2 min of CPU time
@@ -95,7 +96,7 @@ def test_profile_of_a_real_cpu_trace_names_xla_ops():
 
 
 def test_a_variant_with_a_field_no_stage_has_fails_before_measuring(monkeypatch):
-  from experiments import bench_training
+  from experiments.bench import training as bench_training
 
   measured = []
   monkeypatch.setattr(bench_training, "matmul_gflops", lambda **kw: 1.0)
@@ -106,7 +107,7 @@ def test_a_variant_with_a_field_no_stage_has_fails_before_measuring(monkeypatch)
 
 
 def test_a_variant_sets_its_field_on_the_stage_configs_that_have_it(monkeypatch):
-  from experiments import bench_training
+  from experiments.bench import training as bench_training
 
   monkeypatch.setattr(bench_training, "matmul_gflops", lambda **kw: 1.0)
   seen = []
@@ -114,7 +115,7 @@ def test_a_variant_sets_its_field_on_the_stage_configs_that_have_it(monkeypatch)
   gpu_check.training_rows(gpu_check.SIZES["smoke"], [("f32", {}), ("b32", {"batch_size": 32})])
   assert ("SRPO behaviour step (b2048) [b32]", 2) in seen and ("IQL critic step (b256)", 1) in seen
   from common.training import init_seeds, seed_keys
-  from experiments.bench_flops import step_flops_per_seed
+  from experiments.bench.flops import step_flops_per_seed
   from srpo_jax import configs
 
   def flops(overrides):
@@ -130,7 +131,7 @@ def test_measured_rows_get_the_cost_models_estimate_of_the_same_compiled_program
   """On a GPU with a fit in results/aot_check/summary.json, every fused training row carries the model's steps/s for
   the program it timed (here a CPU-compiled chunk stands in for the GPU's; the arithmetic is the model's)."""
   from common.training import init_seeds, seed_keys
-  from experiments import bench_training
+  from experiments.bench import training as bench_training
   from experiments.aot_check import cost_model, features
 
   summary = tmp_path / "summary.json"

@@ -10,7 +10,7 @@ import swg_jax
 from common import iql
 from common.data import OfflineData
 from common.networks import ConditionalEpsNet, TwinQ, compute_dtype
-from common.toy_datasets import energy_distance, sample_toy, target_samples, toy_weights
+from common.data.toys import energy_distance, sample_toy, target_samples, toy_weights
 from srpo_jax import behavior
 
 from tests.test_swg import toy_config

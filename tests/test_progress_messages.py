@@ -38,7 +38,7 @@ def test_ctrl_c_message_starts_its_own_line(tmp_path, monkeypatch, capsys):
 
 
 def test_srpo_toy_has_a_progress_bar_and_keeps_its_lines(tmp_path, monkeypatch):
-  from experiments import toy_srpo
+  from experiments.toy import srpo as toy_srpo
 
   monkeypatch.setattr(toy_srpo, "INV_BETAS", (0.0, 1.0))  # each 1/beta compiles a policy: two are enough here
   terminal = io.StringIO()  # stdout and stderr interleaved, as on a terminal

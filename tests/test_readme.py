@@ -1,4 +1,4 @@
-"""Every fenced ```bash command and ```python block of README.md works as written.
+"""Every fenced ```bash command and ```python block of README.md and of the pages in docs/ works as written.
 
 Bash: `make <target>` must name a target of the Makefile (checked with `make -n`, nothing runs); a
 `.venv/bin/python -m experiments.<module>` command runs through its real entry point in a subprocess, with the
@@ -23,6 +23,13 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, "README.md")
+DOCS = os.path.join(REPO, "docs")
+
+
+def documents() -> list[str]:
+  """README.md, then every page of docs/ (paths relative to the repository root)."""
+  pages = sorted(f"docs/{p}" for p in os.listdir(DOCS) if p.endswith(".md")) if os.path.isdir(DOCS) else []
+  return ["README.md", *pages]
 VENV_PYTHON = ".venv/bin/python"  # the Makefile's $(VENV)/bin/python (checked below)
 # experiments.* modules whose flags are absl's, so their flags can be parsed without running them.
 ABSL_MODULES = ("experiments.train", "experiments.reproduce_d4rl", "experiments.check_antmaze",
@@ -66,35 +73,45 @@ def bash_commands(block: str, first_line: int) -> list[tuple[int, str]]:
 @dataclasses.dataclass
 class Command:
   kind: str                 # "make" | "module"
-  line: int
+  line: int                 # in `file`
   text: str
   env: dict[str, str]       # leading VAR=value assignments
   target: str = ""          # make
   module: str = ""          # module
   args: list[str] = dataclasses.field(default_factory=list)
+  file: str = "README.md"
+
+  @property
+  def where(self) -> str:
+    return f"{self.file} line {self.line}"
 
 
-def classify(line: int, text: str) -> Command:
+def classify(line: int, text: str, file: str = "README.md") -> Command:
   """The checked shape of one README command; raises AssertionError naming the command and how to add its shape."""
   words = shlex.split(text, comments=True)
   env = {}
   while words and re.match(r"^[A-Z_][A-Z0-9_]*=", words[0]):
     name, value = words.pop(0).split("=", 1)
     env[name] = value
-  unknown = f"README.md line {line}: command {text.strip()!r} has a shape this test does not check. {HOW_TO_ADD}"
+  unknown = f"{file} line {line}: command {text.strip()!r} has a shape this test does not check. {HOW_TO_ADD}"
   if words[:1] == ["make"] and len(words) >= 2 and not env:
     targets = [w for w in words[1:] if "=" not in w and not w.startswith("-")]
     assert len(targets) == 1, unknown
-    return Command("make", line, text, env, target=targets[0], args=words[1:])
+    return Command("make", line, text, env, target=targets[0], args=words[1:], file=file)
   if words[:2] == [VENV_PYTHON, "-m"] and len(words) >= 3 and words[2] in ABSL_MODULES:
     assert set(env) <= set(DATA_ENV_VARS), unknown
-    return Command("module", line, text, env, module=words[2], args=words[3:])
+    return Command("module", line, text, env, module=words[2], args=words[3:], file=file)
   raise AssertionError(unknown)
 
 
 def readme_commands() -> list[Command]:
-  text = open(README).read()
-  return [classify(n, cmd) for start, block in fenced_blocks(text, "bash") for n, cmd in bash_commands(block, start)]
+  """The bash commands of README.md and docs/*.md, in that order."""
+  commands = []
+  for doc in documents():
+    text = open(os.path.join(REPO, doc)).read()
+    commands += [classify(n, cmd, doc) for start, block in fenced_blocks(text, "bash")
+                 for n, cmd in bash_commands(block, start)]
+  return commands
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -121,6 +138,12 @@ def test_unknown_command_shapes_fail_with_how_to_add_them(text):
     classify(7, text)
 
 
+def test_the_pages_in_docs_are_checked_too():
+  commands = readme_commands()
+  assert {c.file for c in commands} >= {"README.md", "docs/datasets.md", "docs/training.md"}
+  assert any(c.file == "docs/datasets.md" and c.target == "datasets" for c in commands)
+
+
 def test_readme_venv_is_the_makefiles():
   makefile = open(os.path.join(REPO, "Makefile")).read()
   assert re.search(r"^VENV \?= \.venv$", makefile, re.M) and "PY := $(VENV)/bin/python" in makefile
@@ -134,7 +157,7 @@ def make_targets_exist(commands: list[Command]) -> None:
   for c in commands:
     out = subprocess.run(["make", "-n", *c.args], cwd=REPO, capture_output=True, text=True, timeout=60,
                          env={**os.environ, "MAKEFLAGS": ""})
-    assert out.returncode == 0, f"README.md line {c.line}: `make -n {' '.join(c.args)}` failed: {out.stderr[-500:]}"
+    assert out.returncode == 0, f"{c.where}: `make -n {' '.join(c.args)}` failed: {out.stderr[-500:]}"
 
 
 def flag_value(args: list[str], name: str) -> str | None:
@@ -251,7 +274,7 @@ def test_every_readme_bash_command_runs_as_written(tmp_path):
     write_dataset(name, d4rl_dir, minari_root)
 
   for i, c in enumerate(modules):
-    where = f"README.md line {c.line}: {c.text.strip()}"
+    where = f"{c.where}: {c.text.strip()}"
     if c.module != "experiments.train":
       out = run_module(c, "flags", c.args, env)
       assert out.returncode == 0 and "FLAGS-PARSED" in out.stdout, f"{where}\n{out.stderr[-2000:]}"
@@ -275,7 +298,7 @@ def test_every_readme_bash_command_runs_as_written(tmp_path):
   workdir = tmp_path / "real"
   out = subprocess.run([sys.executable, "-m", first.module, *smoke_args(first.args, str(workdir))], cwd=REPO,
                        env=env, capture_output=True, text=True, timeout=600)
-  assert out.returncode == 0, f"README.md line {first.line}\n{out.stderr[-3000:]}"
+  assert out.returncode == 0, f"{first.where}\n{out.stderr[-3000:]}"
   summary = json.load(open(workdir / "summary.json"))
   assert summary["dataset"] == train_dataset(first.args) and summary["eval"], summary
   for ev in summary["eval"].values():
@@ -287,11 +310,12 @@ def test_every_readme_bash_command_runs_as_written(tmp_path):
 
 
 def test_every_readme_python_block_runs():
-  blocks = fenced_blocks(open(README).read(), "python")
-  assert blocks, "README.md has no ```python block"
-  for line, code in blocks:
+  blocks = [(doc, line, code) for doc in documents()
+            for line, code in fenced_blocks(open(os.path.join(REPO, doc)).read(), "python")]
+  assert any(doc == "README.md" for doc, _, _ in blocks), "README.md has no ```python block"
+  for doc, line, code in blocks:
     namespace = {"__name__": "__readme__"}  # nothing injected: the block makes its own imports and data
-    exec(compile(code, f"README.md:{line}", "exec"), namespace)
+    exec(compile(code, f"{doc}:{line}", "exec"), namespace)
     if "swg_jax.sample(" in code:
       check_swg_sample_temperature(code, namespace)
 

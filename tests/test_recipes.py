@@ -1,4 +1,4 @@
-"""D4RL's recipes rebuilt (common/recipes.py): a tiny SAC run makes medium and medium-replay datasets that load
+"""D4RL's recipes rebuilt (common/recipes/datasets.py): a tiny SAC run makes medium and medium-replay datasets that load
 through common.data with the invariants of the D4RL files; the run resumes exactly; bad requests fail early."""
 import os
 import subprocess
@@ -7,11 +7,10 @@ import sys
 import jax
 import numpy as np
 import pytest
-
-from common import recipes
+from common.recipes import datasets as recipes
 from common.data import load_dataset, load_minari
-from common.sac import SACConfig
-from common.sac_online import CHECKPOINT, OnlineConfig, OnlineSAC
+from common.recipes.sac import SACConfig
+from common.recipes.sac_online import CHECKPOINT, OnlineConfig, OnlineSAC
 
 TINY = OnlineConfig(sac=SACConfig(hidden=(32, 32), batch_size=32), start_steps=100, updates_per_chunk=50,
                     eval_every=150, eval_episodes=2, checkpoint_every=100)

@@ -1,10 +1,10 @@
-"""SAC (common/sac.py): its losses against a NumPy re-derivation on a tiny batch, the Polyak target step, and
+"""SAC (common/recipes/sac.py): its losses against a NumPy re-derivation on a tiny batch, the Polyak target step, and
 learning on a one-step problem whose best action is known."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common.sac import Batch, SACConfig, alpha_of, init_sac, make_update_chunk, mean_actions, sac_losses, sac_update
+from common.recipes.sac import Batch, SACConfig, alpha_of, init_sac, make_update_chunk, mean_actions, sac_losses, sac_update
 
 B, S, A = 5, 3, 2
 CONFIG = SACConfig(hidden=(16, 16), lr=1e-3, discount=0.9, tau=0.1, batch_size=B, init_alpha=0.5)

@@ -13,7 +13,7 @@ from common import iql
 from common.data import OfflineData
 from common.networks import param_count
 from common.solvers import ddpm_sample, dpm_solver_pp
-from common.toy_datasets import energy_distance, sample_toy, target_samples, toy_weights
+from common.data.toys import energy_distance, sample_toy, target_samples, toy_weights
 from swg_jax import model as model_lib, sampling, weights as weights_lib
 
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from common.toy_datasets import energy_distance, off_support_fraction, sample_toy, target_samples
+from common.data.toys import energy_distance, off_support_fraction, sample_toy, target_samples
 
 
 def test_energy_distance_equals_its_definition():
@@ -39,7 +39,8 @@ def test_off_support_share_registers_blur_that_energy_distance_hardly_sees():
 
 
 def test_toy_swg_script_end_to_end_tiny(tmp_path):
-  from experiments import toy, toy_swg
+  from experiments import toy
+  from experiments.toy import swg as toy_swg
 
   toy.main(["--algo=swg", "--datasets=8gaussians", "--steps=20", "--samples=200", f"--out={tmp_path}"])
   out = json.loads((tmp_path / "metrics.json").read_text())
@@ -57,7 +58,7 @@ def test_toy_swg_samples_stay_in_the_unit_box():
   # The model works in scaled coordinates; the samples come back in [-1, 1] like the ground truth.
   import jax
 
-  from experiments import toy_swg
+  from experiments.toy import swg as toy_swg
 
   size = dict(toy_swg.SIZES["small"], steps=5)
   config = toy_swg.toy_config(size)

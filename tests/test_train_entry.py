@@ -318,3 +318,13 @@ def test_config_and_seed_mistakes_exit_before_any_work(tmp_path):
     assert out.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: "), (what, out.stderr[-2000:])
     assert re.search(message, lines[0]), (what, lines[0])
     assert not (tmp_path / "run").exists(), what
+
+
+@pytest.mark.parametrize("module,flag", [("train", "--algo"), ("reproduce_d4rl", "--shard"), ("make_dataset", "--recipe"),
+                                         ("bench", "--stages"), ("validate", "--datasets"),
+                                         ("check_antmaze", "--dataset")])
+def test_help_prints_the_entry_points_flags_and_exits_0(module, flag):
+  out = subprocess.run([sys.executable, "-m", f"experiments.{module}", "--help"], cwd=REPO, capture_output=True,
+                       text=True, timeout=120)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert f"  {flag}" in out.stdout and "results/demo/minari" not in out.stdout

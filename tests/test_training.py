@@ -240,7 +240,7 @@ def test_seed_axis_sharded_over_two_cpu_devices_matches_one_device(tmp_path):
 
 
 def test_learning_curve_plot_from_metrics(tmp_path):
-  from common.plots import plot_learning_curves, read_metrics
+  from common.run.plots import plot_learning_curves, read_metrics
 
   data = random_data()
   state, keys = initial_state(data, [0, 1])

@@ -1,4 +1,4 @@
-"""`make validate` (experiments/validate.py) at smoke size on a tiny recipe-shaped Hopper dataset: evaluations at the
+"""`make validate` (experiments/validate/__init__.py) at smoke size on a tiny recipe-shaped Hopper dataset: evaluations at the
 expected steps of the last stages, figure, table and numbers written, a resume after an interruption that redoes no
 finished evaluation, and one clear error for bad input before any work."""
 import json
@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-
-from common import recipes, rollouts
+from common.recipes import datasets as recipes
+from common.envs import rollouts
 from common import run as run_lib
 from experiments import validate
 
@@ -206,7 +206,7 @@ def test_report_leaves_out_runs_made_with_another_config_under_the_same_preset_n
 
 
 def test_report_says_below_the_data_instead_of_a_negative_share_of_the_gap():
-  from experiments import validate_report
+  from experiments.validate import report as validate_report
 
   def result(final, top=37.0):
     point = lambda step, mean: {"step": step, "score": {"mean": mean, "std": 1.0}, "return": {"mean": 0.0, "std": 0.0}}

@@ -101,7 +101,8 @@ def _write_atomic(path: str, text: str) -> None:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(prog="python -m experiments.aot_check", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--targets", default=",".join(targets.DEFAULT_TARGETS),
                       help=f"comma-separated, of {sorted(targets.CHIPS)}")
   parser.add_argument("--out_dir", default="results/aot_check")

@@ -22,7 +22,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from common.training import jitted_chunk_fn, seed_keys
-from experiments import bench_training
+from experiments.bench import training as bench_training
 
 OBS_DIM, ACTION_DIM = bench_training.HOPPER["obs_dim"], bench_training.HOPPER["action_dim"]
 DATASET_SIZE = 2_000_000  # D4RL's largest locomotion files (medium-expert)
@@ -106,7 +106,7 @@ def training_chunk(name: str, seeds: int, steps: int, overrides: dict | None = N
 
 def sac_chunk(seeds: int, steps: int = 250) -> Build:
   """The recipes' SAC update chunk (K updates on host-sampled batches), vmapped over seeds when seeds > 1."""
-  from common import sac
+  from common.recipes import sac
 
   def build(mesh: Mesh):
     config = sac.SACConfig()

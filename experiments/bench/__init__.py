@@ -3,7 +3,7 @@
 Measures steps/s of each stage's step for 1, 4 and 8 vmapped seeds, fused (`steps_per_call` steps per jit call with
 lax.scan) and one step per call, next to the machine's measured float32 matmul rate; the wall time of one
 action-selection call, each SWG sampler next to its sample quality on a toy trained here; the paper pipelines'
-training time for 5 seeds, estimated from those rates; and the issue tracker's targets (the 2-core CPU's on a CPU,
+training time for 5 seeds, estimated from those rates; and the project's targets (the 2-core CPU's on a CPU,
 seed scaling and the SRPO pipeline hour on an accelerator). Median of several timed repeats after a warm-up call.
 Writes results/bench.json and results/bench.md. The rows come from bench_training (training steps), bench_latency
 (action selection, toy quality) and bench_report (targets, pipeline estimates, markdown); their names are re-exported
@@ -22,13 +22,13 @@ from absl import app, flags
 
 from common.checkpoint import write_json_atomic, write_text_atomic
 from common.training import seed_keys  # noqa: F401
-from experiments.bench_latency import (DIFFUSION_POLICY, DIFFUSION_POLICY_32, SRPO_ACT, SWG_REFERENCE,  # noqa: F401
+from experiments.bench.latency import (DIFFUSION_POLICY, DIFFUSION_POLICY_32, SRPO_ACT, SWG_REFERENCE,  # noqa: F401
                                        SWG_SAMPLERS, TOY_BETA, TOY_DATASET, action_latency, toy_sampler_quality)
-from experiments.bench_report import (CPU_TARGETS, PIPELINE_SEEDS, SCALING_SEEDS, SEED_SCALING_GOAL,  # noqa: F401
+from experiments.bench.report import (CPU_TARGETS, PIPELINE_SEEDS, SCALING_SEEDS, SEED_SCALING_GOAL,  # noqa: F401
                                       SRPO_PIPELINE_HOURS, evaluate_accelerator_targets, evaluate_targets,
                                       paper_pipelines, pipeline_estimates, same_toy_quality, seconds_per_step,
                                       seed_scaling, seed_scaling_markdown, to_markdown)
-from experiments.bench_training import (CRITIC, HOPPER, SRPO_BEHAVIOUR, SRPO_POLICY, STAGES,  # noqa: F401
+from experiments.bench.training import (CRITIC, HOPPER, SRPO_BEHAVIOUR, SRPO_POLICY, STAGES,  # noqa: F401
                                         SWG_DIFFUSION, Stage, apply_overrides, flops_per_step, machine_description,
                                         matmul_gflops, measure_stage, random_data, run_benchmarks, time_chunk)
 
@@ -65,6 +65,3 @@ def main(_):
   write_text_atomic(os.path.join(FLAGS.out_dir, "bench.md"), markdown)
   print(markdown)
 
-
-if __name__ == "__main__":
-  app.run(main)

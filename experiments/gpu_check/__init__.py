@@ -38,7 +38,7 @@ SIZES = {
                   repeats=1, min_seconds=0.01, fused_steps=2, matmul_n=256, latency_states=(1,), profile_steps=2,
                   # two methods, not seven: the swg / srpo parts already run every sampler (each one more compile)
                   latency_methods=("SRPO policy (one MLP forward)", "SWG guided DPM-Solver++ 5 steps")),
-    # Paper networks for the rows; from issue 14's H200 rates (behaviour 1790 steps/s at 1 seed, the slowest stage
+    # Paper networks for the rows; from the measured H200 rates (behaviour 1790 steps/s at 1 seed, the slowest stage
     # ~100 steps/s at 32 seeds) a fused call lasts < 0.2 s and compiles dominate: about 5 to 6 minutes in all.
     "full": dict(preset="paper", e2e_preset="demo", e2e_steps=300, episodes=60, reference_episodes=10,
                  seeds=(1, 8, 32), variants=len(VARIANTS), variant_seeds=(1, 8), repeats=3, min_seconds=0.3,
@@ -71,7 +71,8 @@ def environment() -> dict:
 
 def training_rows(size: dict, variants=None) -> dict:
   """The bench's fused training rows for every stage, seed count and variant, with the bench's report pieces."""
-  from experiments import bench_report, bench_training
+  from experiments.bench import report as bench_report
+  from experiments.bench import training as bench_training
 
   env = bench_training.machine_description()
   results = {"machine": env, "matmul_gflops": bench_training.matmul_gflops(n=size["matmul_n"], repeats=3),
@@ -131,7 +132,7 @@ def model_markdown(rows: list[dict]) -> list[str]:
 
 
 def latency(size: dict) -> list[dict]:
-  from experiments import bench_latency
+  from experiments.bench import latency as bench_latency
 
   return bench_latency.action_latency(size["repeats"], size["latency_states"], preset=size["preset"],
                                       only=size["latency_methods"])
@@ -143,7 +144,8 @@ def profile(size: dict) -> dict:
   import jax.numpy as jnp
 
   from common.training import init_seeds, make_chunk_fn, seed_keys
-  from experiments import bench_training, gpu_check_profile
+  from experiments.bench import training as bench_training
+  from experiments.gpu_check import profiling as gpu_check_profile
 
   out = {}
   for name, (make_stage, default_steps) in bench_training.STAGES.items():
@@ -190,7 +192,8 @@ def _slug(text: str) -> str:
 
 def summary_markdown(env, size_name: str, records: list[dict], values: dict) -> tuple[str, str]:
   """(summary.md, profile.md)."""
-  from experiments import bench_report, gpu_check_profile
+  from experiments.bench import report as bench_report
+  from experiments.gpu_check import profiling as gpu_check_profile
 
   lines = [f"# gpu-check ({size_name})", ""]
   if env:
@@ -210,7 +213,7 @@ def summary_markdown(env, size_name: str, records: list[dict], values: dict) -> 
   if "training" in values or "latency" in values:
     results = dict(values.get("training") or {"rows": [], "matmul_gflops": float("nan"), "machine": None})
     if results["machine"] is None:
-      from experiments.bench_training import machine_description
+      from experiments.bench.training import machine_description
       results["machine"] = machine_description()
     results["latency"] = values.get("latency") or []
     lines += ["", "## Bench rows", "", bench_report.to_markdown(results)] + model_markdown(results["rows"])
@@ -238,7 +241,8 @@ def run_part(name: str, fn, log) -> tuple[dict, object]:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(prog="python -m experiments.gpu_check", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--size", default="full", choices=tuple(SIZES))
   parser.add_argument("--out_dir", default="", help="default: results/gpu_check/<device>")
   parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
@@ -252,7 +256,7 @@ def main(argv=None) -> int:
   import jax
 
   from common.checkpoint import write_json_atomic, write_text_atomic
-  from experiments import gpu_check_e2e
+  from experiments.gpu_check import end_to_end as gpu_check_e2e
 
   out_dir = args.out_dir or os.path.join("results", "gpu_check", _slug(getattr(jax.devices()[0], "device_kind", "")))
   os.makedirs(out_dir, exist_ok=True)
@@ -293,6 +297,3 @@ def main(argv=None) -> int:
     print(f"| {r['part']} | {r['status']} | {r['key'] if r['status'] == 'ok' else r['error']} | {r['seconds']:.1f} |")
   return 1 if failed else 0
 
-
-if __name__ == "__main__":
-  sys.exit(main())

@@ -23,10 +23,10 @@ import os
 import shutil
 import time
 
-from experiments.demo_compare import comparison_report
+from experiments.demo.compare import comparison_report
 from experiments.report import POLICY_NAMES
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REFERENCE_DIR = os.path.join(REPO_ROOT, "results", "demo")  # committed: read, never written by the demo
 DEFAULT_OUT = os.path.join("results", "runs", "demo")  # ignored by git
 # What a preset changes besides the algorithms' config presets: the dataset (a smoke dataset gets its own id, so a
@@ -134,7 +134,8 @@ def run_pipeline(out: str, fresh: bool, preset: str = "demo") -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(prog="python -m experiments.demo", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--out", default=DEFAULT_OUT, help="run folder (default ignored by git)")
   parser.add_argument("--reference", default=REFERENCE_DIR, help="committed results to compare with (read only)")
   parser.add_argument("--preset", default="demo", choices=sorted(PRESETS),
@@ -196,8 +197,9 @@ def run_everything(args, out: str, reference: str, toy_size: str, start: float) 
   run_pipeline(out, args.fresh, args.preset)
 
   if not args.skip_toys:
-    from common.toy_datasets import TOY_DATASETS
-    from experiments import toy_srpo, toy_swg
+    from common.data.toys import TOY_DATASETS
+    from experiments.toy import swg as toy_swg
+    from experiments.toy import srpo as toy_srpo
 
     datasets = PRESETS[args.preset]["toy_datasets"] or ",".join(TOY_DATASETS)
     samples = [] if toy_size == "smoke" else ["--samples=2000"]
@@ -214,6 +216,3 @@ def run_everything(args, out: str, reference: str, toy_size: str, start: float) 
   print(f"[demo] done in {time.time() - start:.0f}s; this run's report (beside the committed reference), figures "
         f"and tables in {out}")
 
-
-if __name__ == "__main__":
-  main()

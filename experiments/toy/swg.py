@@ -1,7 +1,7 @@
 """SWG on the 2-D toy bandits: ground truth vs SWG samples for beta in {0, 1, 5, 10, 15} (the paper's toy figure).
 
-  python -m experiments.toy_swg --size=small --out=/tmp/toy_swg
-  python -m experiments.toy_swg --size=full --out=results/toy_swg     # all six datasets, 2000 samples per panel
+  python -m experiments.toy.swg --size=small --out=/tmp/toy_swg
+  python -m experiments.toy.swg --size=full --out=results/toy_swg     # all six datasets, 2000 samples per panel
 
 For each dataset one joint (a, w) model is trained on all betas at once, conditioned on beta through its state input
 (s = beta / 15: a family of bandits, like the official toy's beta-conditioned model), on weights
@@ -32,8 +32,8 @@ import numpy as np
 
 import swg_jax
 from common.checkpoint import write_text_atomic
-from common.plots import save_figure_atomic
-from common.toy_datasets import (SCALE, TOY_DATASETS, energy_distance, off_support_fraction, sample_toy,
+from common.run.plots import save_figure_atomic
+from common.data.toys import (SCALE, TOY_DATASETS, energy_distance, off_support_fraction, sample_toy,
                                  target_samples, toy_weights)
 from common.training import Trainer
 from swg_jax import model as model_lib
@@ -126,7 +126,8 @@ def plot(panels, datasets, betas, path):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(prog="python -m experiments.toy --algo=swg", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--size", choices=sorted(SIZES), default="small")
   parser.add_argument("--out", default="/tmp/toy_swg")
   parser.add_argument("--datasets", default="", help="comma-separated subset (default: the size's list)")

@@ -1,8 +1,8 @@
 """SRPO on the 2-D toy bandits: the extracted action for Q(a) = -||a - a_target||^2 as 1/beta goes from 0 up.
 
-  python -m experiments.toy_srpo --size=small --out=/tmp/toy_srpo
-  python -m experiments.toy_srpo --size=full --out=results/toy_srpo     # all six datasets, paper-size nets
-  python -m experiments.toy_srpo --size=smoke --out=/tmp/toy_srpo       # a few steps: checks the wiring
+  python -m experiments.toy.srpo --size=small --out=/tmp/toy_srpo
+  python -m experiments.toy.srpo --size=full --out=results/toy_srpo     # all six datasets, paper-size nets
+  python -m experiments.toy.srpo --size=smoke --out=/tmp/toy_srpo       # a few steps: checks the wiring
 
 A progress bar (rate and ETA) counts the training steps of every behaviour model and policy.
 
@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 
 import srpo_jax
 from common.checkpoint import write_text_atomic
-from common.plots import save_figure_atomic
-from common.toy_datasets import TOY_DATASETS, energy_distance, sample_toy
+from common.run.plots import save_figure_atomic
+from common.data.toys import TOY_DATASETS, energy_distance, sample_toy
 from srpo_jax import behavior as behavior_lib
 from srpo_jax import configs
 
@@ -141,7 +141,7 @@ def plot(panels: dict, path: str):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(prog="python -m experiments.toy --algo=srpo", description=__doc__.splitlines()[0])
   parser.add_argument("--size", choices=sorted(SIZES), default="small")
   parser.add_argument("--out", default="/tmp/toy_srpo")
   parser.add_argument("--seed", type=int, default=0)

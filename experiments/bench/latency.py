@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from common import iql
-from experiments.bench_training import HOPPER, machine_description
+from experiments.bench.training import HOPPER, machine_description
 
 def _median_ms(fn, repeats: int) -> float:
   """Median over repeats of the mean wall time of back-to-back calls (about 0.3 s of calls per repeat)."""
@@ -108,7 +108,7 @@ def toy_sampler_quality(steps: int, n: int) -> dict:
   (a second truth draw) and unguided (rho = 0) samples.
   """
   import swg_jax
-  from common.toy_datasets import (energy_distance, off_support_fraction, pairwise_distances, sample_toy,
+  from common.data.toys import (energy_distance, off_support_fraction, pairwise_distances, sample_toy,
                                    target_samples, toy_weights)
 
   points, energy = sample_toy(TOY_DATASET, 20_000, np.random.default_rng(0))

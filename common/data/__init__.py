@@ -7,8 +7,8 @@ Sources: D4RL hdf5 files (read with exactly the semantics of `d4rl.qlearning_dat
 Minari datasets stored locally. `load_dataset` resolves a path, a D4RL name or a Minari id. Every loader validates
 its arrays (`validate`) and raises `DatasetError` naming the key, shape, value or first bad index.
 
-The code is split by source: `common.data_core` (OfflineData, Transitions, validation, rewards), `common.data_d4rl`
-(hdf5 files, the D4RL table) and `common.data_minari`; everything is re-exported here, so `from common.data import X`
+The code is split by source: `common.data.transitions` (OfflineData, Transitions, validation, rewards), `common.data.d4rl_files`
+(hdf5 files, the D4RL table) and `common.data.minari_datasets`; everything is re-exported here, so `from common.data import X`
 works for all of them.
 """
 from __future__ import annotations
@@ -18,13 +18,13 @@ import re
 from typing import Any
 
 # Re-exported, so that `from common.data import X` works for every public name of the three modules.
-from common.data_core import (  # noqa: F401
+from common.data.transitions import (  # noqa: F401
     ACTION_TOLERANCE, EPISODE_RULES, REWARD_KINDS, TRANSITION_KEYS, DatasetError, OfflineData, Transitions,
     episode_returns, infer_reward_kind, preprocess_rewards, sample_batch, validate)
-from common.data_d4rl import (  # noqa: F401
+from common.data.d4rl_files import (  # noqa: F401
     D4RL_DATASETS, D4RL_KEYS, D4RLSpec, d4rl_dataset_dir, d4rl_episode_ends, d4rl_transitions, fetch_d4rl_file,
     iql_episode_ends, load_d4rl_hdf5, qlearning_dataset, read_d4rl_hdf5)
-from common.data_minari import (  # noqa: F401
+from common.data.minari_datasets import (  # noqa: F401
     _minari_root, load_minari, minari_observation_vector, minari_transitions)
 
 # ----------------------------------------------------------------------------------------------------------------

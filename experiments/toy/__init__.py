@@ -1,5 +1,5 @@
-"""The papers' 2-D toy experiments behind one entry point: `--algo=swg` (experiments/toy_swg.py: SWG samples vs the
-weighted target, beta in {0, 1, 5, 10, 15}) or `--algo=srpo` (experiments/toy_srpo.py: the extracted action as 1/beta
+"""The papers' 2-D toy experiments behind one entry point: `--algo=swg` (experiments/toy/swg.py: SWG samples vs the
+weighted target, beta in {0, 1, 5, 10, 15}) or `--algo=srpo` (experiments/toy/srpo.py: the extracted action as 1/beta
 grows). Every other flag goes to that script.
 
   python -m experiments.toy --algo=swg --size=small --out=/tmp/toy_swg
@@ -22,11 +22,8 @@ def main(argv=None):
     sys.exit(f"error: pass --algo=swg or --algo=srpo (got {algo!r}); the other flags go to experiments/toy_<algo>.py")
   rest = [a for a in argv if not a.startswith("--algo=")]
   if algo == "swg":
-    from experiments import toy_swg as script
+    from experiments.toy import swg as script
   else:
-    from experiments import toy_srpo as script
+    from experiments.toy import srpo as script
   script.main(rest)
 
-
-if __name__ == "__main__":
-  main()

@@ -1,6 +1,6 @@
 """`make validate`'s outputs from its numbers: a learning-curve figure per dataset and the markdown report.
 
-A result (what experiments/validate.py gathers per dataset) is a dict:
+A result (what experiments/validate/__init__.py gathers per dataset) is a dict:
   {"dataset": id, "reference": {"dataset_score", "dataset_return", "policy_score", "policy_return", "policy"},
    "curves": {policy: [{"step", "score": {"mean", "std", "per_seed"} | None, "return": {...}}, ...]},
    "runs": {algo: {"last_stage", "every", "num_steps", "stage_seconds": {stage: s}, "eval_seconds"}}}
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from common.checkpoint import write_text_atomic
-from common.plots import save_figure_atomic
+from common.run.plots import save_figure_atomic
 
 POLICY_NAMES = {"swg": "SWG", "swgr": "SWG-R", "srpo": "SRPO"}
 POLICY_ALGO = {"swg": "swg", "swgr": "swg", "srpo": "srpo"}

@@ -8,7 +8,7 @@ D4RL (Fu et al. 2020) made its locomotion data with an online SAC agent:
   medium-expert  the medium and the expert rollouts together.
 Expert return is D4RL's reference max score of the env, so medium's target is ref_max_score / 3. Rollouts use the
 stochastic policy (the agent's own behaviour). Terminations and truncations are as the env reports them; a rollout
-cut at the requested number of steps ends in a truncation. Ids: `recipes/<env>/<level>-v0` (common.dataset_ids).
+cut at the requested number of steps ends in a truncation. Ids: `recipes/<env>/<level>-v0` (common.data.ids).
 """
 from __future__ import annotations
 
@@ -20,11 +20,10 @@ import tempfile
 from typing import Any
 
 import numpy as np
-
-from common import rollouts
+from common.envs import rollouts
 from common.data import D4RL_DATASETS
-from common.dataset_ids import RECIPE_NAMESPACE
-from common.sac_online import CHECKPOINT, CheckpointMismatch, OnlineConfig, OnlineSAC
+from common.data.ids import RECIPE_NAMESPACE
+from common.recipes.sac_online import CHECKPOINT, CheckpointMismatch, OnlineConfig, OnlineSAC
 
 LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 ENVS = {"Hopper-v5": "hopper", "HalfCheetah-v5": "halfcheetah", "Walker2d-v5": "walker2d"}  # env id -> D4RL env
@@ -170,7 +169,7 @@ def write_minari(dataset_id: str, episodes: list[dict], env_id: str, meta: dict[
       dataset = minari.create_dataset_from_buffers(
           dataset_id, buffers, env=env_id, eval_env=env_id, algorithm_name=f"D4RL recipe {meta['recipe']!r} (SAC)",
           author="swg-srpo-jax", author_email="swg-srpo-jax@example.invalid",
-          code_permalink="common/recipes.py", ref_min_score=meta["ref_min_score"],
+          code_permalink="common/recipes/datasets.py", ref_min_score=meta["ref_min_score"],
           ref_max_score=meta["ref_max_score"], description=description)
       dataset.storage.update_metadata({k: v for k, v in meta.items() if k not in ("ref_min_score", "ref_max_score")})
     with _minari_path(root):
@@ -208,6 +207,6 @@ def make_recipe_dataset(recipe: str, env_id: str, *, seed: int = 0, dataset_id: 
                                   train_steps=train_steps, expert_steps=expert_steps, dataset_steps=dataset_steps,
                                   target_return=target_return, progress=progress)
   description = (f"D4RL's {recipe!r} recipe rebuilt on {env_id} with an online SAC agent written in JAX "
-                 f"(swg-srpo-jax, common/recipes.py), seed {seed}: {len(episodes)} episodes, "
+                 f"(swg-srpo-jax, common/recipes/datasets.py), seed {seed}: {len(episodes)} episodes, "
                  f"{sum(len(ep['rewards']) for ep in episodes)} steps. Reference scores are D4RL's.")
   return write_minari(dataset_id, episodes, env_id, meta, overwrite=overwrite, description=description)

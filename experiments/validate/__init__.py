@@ -32,9 +32,8 @@ import sys
 import time
 
 from absl import app, flags, logging
-
-from common import recipes
-from common.dataset_ids import RECIPE_NAMESPACE
+from common.recipes import datasets as recipes
+from common.data.ids import RECIPE_NAMESPACE
 
 RECIPE_LEVELS = ("medium-replay", "medium")
 DEFAULT_DATASETS = tuple(f"{RECIPE_NAMESPACE}/{env}/{level}-v0" for level in RECIPE_LEVELS
@@ -270,7 +269,7 @@ def earlier_results(out: str, header: dict, expected_config, log=print) -> list[
   name), so that a check run one dataset or algorithm at a time reports all of them; others are left out, and said
   so."""
   from common.run import config_differences
-  from experiments.validate_report import POLICY_ALGO
+  from experiments.validate.report import POLICY_ALGO
 
   path = os.path.join(out, "validate.json")
   if not os.path.exists(path):
@@ -303,7 +302,7 @@ def earlier_results(out: str, header: dict, expected_config, log=print) -> list[
 def merge_results(earlier: list[dict], results: list[dict]) -> list[dict]:
   """`results` (this invocation's) added to `earlier`: a dataset's runs of other algorithms are kept beside the new
   ones, a rerun algorithm replaces its earlier record; datasets keep their first-run order."""
-  from experiments.validate_report import POLICY_ALGO
+  from experiments.validate.report import POLICY_ALGO
 
   merged = {r["dataset"]: r for r in earlier}
   for result in results:
@@ -325,11 +324,11 @@ def validate(datasets, algos, *, preset: str = "validate", seeds=None, episodes:
              out: str = os.path.join("results", "validate"), progress: bool = True, log=print) -> list[dict]:
   """Check the inputs, then train and evaluate every algorithm on every dataset, writing the figures, report.md and
   validate.json into `out` after each run (with what earlier invocations left there under the same settings).
-  Returns this invocation's results (see experiments/validate_report.py). Raises
+  Returns this invocation's results (see experiments/validate/report.py). Raises
   ValidateError, common.data.DatasetError or common.run.RunError with a message for the user."""
   from common import run as run_lib
   from common.checkpoint import write_json_atomic
-  from experiments import validate_report
+  from experiments.validate import report as validate_report
 
   check_inputs(datasets, algos, preset, seeds, evals, episodes, out)
   configs = {(d, a): build_config(a, d, preset, seeds, episodes, evals, progress) for d in datasets for a in algos}
@@ -392,7 +391,3 @@ def main(argv):
     sys.exit(interrupts.exit_code(e))
   print(f"report: {os.path.abspath(os.path.join(FLAGS.out, 'report.md'))}")
 
-
-if __name__ == "__main__":
-  define_flags()
-  app.run(main)

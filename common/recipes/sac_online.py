@@ -23,9 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
-
-from common import rollouts
-from common.sac import Batch, SACConfig, init_sac, make_update_chunk, sample_actions
+from common.envs import rollouts
+from common.recipes.sac import Batch, SACConfig, init_sac, make_update_chunk, sample_actions
 
 CHECKPOINT = "sac_checkpoint.npz"
 _BUFFER_KEYS = ("observations", "actions", "rewards", "next_observations", "terminations", "truncations")
@@ -153,7 +152,7 @@ class OnlineSAC:
                  next_observations=b["next_observations"][idx], masks=1.0 - b["terminations"][idx])
 
   def buffer_episodes(self, size: int | None = None) -> list[dict]:
-    """The first `size` buffer rows (default all) as episodes (see `common.rollouts`), in the order collected."""
+    """The first `size` buffer rows (default all) as episodes (see `common.envs.rollouts`), in the order collected."""
     size = self.size if size is None else int(size)
     b = {k: v[:size] for k, v in self.buffer.items()}
     ends = np.flatnonzero((b["terminations"] > 0) | (b["truncations"] > 0))

@@ -12,9 +12,8 @@ import urllib.request
 from collections.abc import Mapping
 
 import numpy as np
-
-from common import antmaze
-from common.data_core import (_SCALAR_KEYS, DatasetError, OfflineData, Transitions, _make_transitions, validate)
+from common.envs import antmaze
+from common.data.transitions import (_SCALAR_KEYS, DatasetError, OfflineData, Transitions, _make_transitions, validate)
 
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals")  # plus "timeouts" in newer files
 
@@ -117,7 +116,7 @@ class D4RLSpec:
   ref_max_score: float
   max_episode_steps: int
   env_id: str | None = None  # Gymnasium evaluation env (locomotion: MuJoCo v4, the v3 model files of the data;
-                             # AntMaze: common.antmaze's rebuild of D4RL's env)
+                             # AntMaze: common.envs.antmaze's rebuild of D4RL's env)
   minari_id: str | None = None  # Minari port (regenerated data; its eval env replaces the mujoco-py one)
   obs_dim: int | None = None
   action_dim: int | None = None

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from common.data_core import TRANSITION_KEYS, DatasetError, OfflineData, Transitions, _make_transitions, validate
+from common.data.ids import how_to_get
+from common.data.transitions import TRANSITION_KEYS, DatasetError, OfflineData, Transitions, _make_transitions, validate
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -56,9 +57,8 @@ def minari_transitions(
     ds = minari.load_dataset(dataset_id)
   except FileNotFoundError as e:
     raise DatasetError(
-        f"Minari dataset {dataset_id!r} is not stored locally (no {_minari_root() / dataset_id / 'data'}); on a "
-        f"machine with internet run `minari download {dataset_id}` and copy it under $MINARI_DATASETS_PATH "
-        f"(now {_minari_root()})") from e
+        f"Minari dataset {dataset_id!r} is not stored locally (no {_minari_root() / dataset_id / 'data'}, "
+        f"MINARI_DATASETS_PATH={_minari_root()}): {how_to_get(dataset_id)}") from e
   except Exception as e:
     raise DatasetError(f"cannot read Minari dataset {dataset_id!r} in {_minari_root() / dataset_id / 'data'} "
                        f"({type(e).__name__}: {e}); the files are damaged: download or build it again") from e

@@ -3,13 +3,12 @@
 The papers give per-dataset settings (beta, expectile, policy depth, reward preprocessing) keyed by D4RL names such as
 `hopper-medium-replay-v2`. Users also hold the same data under other ids: Minari's ports (`mujoco/hopper/medium-v0`,
 `D4RL/antmaze/umaze-v1`, `D4RL/kitchen/complete-v2`), D4RL files by path (`~/.d4rl/datasets/hopper_medium-v2.hdf5`),
-and this project's rebuilt recipes (`recipes/hopper/medium-replay-v0`, see `common.recipes`). `d4rl_name_for` maps
+and this project's rebuilt recipes (`recipes/hopper/medium-replay-v0`, see `common.recipes.datasets`). `d4rl_name_for` maps
 each of them to the matching D4RL name, so every id of the same data gets the same paper values.
 """
 from __future__ import annotations
 
 import re
-
 from common.data import D4RL_DATASETS
 
 LOCOMOTION_ENVS = ("halfcheetah", "hopper", "walker2d")
@@ -101,12 +100,31 @@ _ANNOUNCED: set[tuple[str, str]] = set()
 
 def announce_defaults(algo: str, dataset_id: str, values: dict) -> str:
   """Prints once per (algo, dataset) in this process, and returns, the line saying that `dataset_id` is outside
-  the papers' tables and which values the run keeps."""
+  the papers' tables and which values the run uses instead of the papers' per-dataset ones."""
   d4rl = d4rl_name_for(dataset_id)
   why = f"its D4RL name {d4rl!r} is not" if d4rl else "it matches no D4RL dataset and is not"
   used = ", ".join(f"{k}={v}" for k, v in values.items())
-  line = f"note: dataset {dataset_id!r}: {why} in the papers' tables; {algo} uses its defaults: {used}"
+  line = f"note: dataset {dataset_id!r}: {why} in the papers' tables; {algo} uses: {used}"
   if (algo, dataset_id) not in _ANNOUNCED:
     _ANNOUNCED.add((algo, dataset_id))
     print(line, flush=True)
   return line
+
+
+BUILT_IN_NAMESPACE = "builtin"  # experiments.make_dataset's own datasets (the demo's Reacher)
+_RECIPE_ENV_IDS = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5"}
+
+
+def how_to_get(dataset_id: str) -> str:
+  """How a user gets a Minari dataset that is not stored here: the command that builds it for the ids this project
+  makes itself (`builtin/...`, `recipes/<env>/<level>-v0`), else Minari's download."""
+  parts = dataset_id.split("/")
+  if parts[0] == BUILT_IN_NAMESPACE:
+    return (f"build it with `.venv/bin/python -m experiments.make_dataset --dataset_id={dataset_id}` (the demo keeps "
+            "its own copy in its run folder: MINARI_DATASETS_PATH=results/runs/demo/minari)")
+  if parts[0] == RECIPE_NAMESPACE and len(parts) == 3:
+    level = _VERSION.sub("", parts[2])
+    env = _RECIPE_ENV_IDS.get(parts[1], "<env>")
+    return f"build it with `.venv/bin/python -m experiments.make_dataset --recipe={level} --env={env}` or `make datasets`"
+  return "on a machine with internet run `minari download {0}` and copy it under $MINARI_DATASETS_PATH".format(dataset_id)
+

@@ -19,13 +19,14 @@ import jax
 import ml_collections
 import numpy as np
 
-from common import distributed, evaluation
+from common import distributed
+from common.envs import evaluation
 from common.checkpoint import save_config, write_json_atomic
 from common.data import DatasetError, OfflineData, load_dataset
 from common.errors import DivergenceError, RunError, write_error
 from common.metrics_file import read_records
-from common.plots import plot_learning_curves, read_metrics
-from common.workdir_lock import LOCK_FILE, WorkdirLock
+from common.run.plots import plot_learning_curves, read_metrics
+from common.run.lock import LOCK_FILE, WorkdirLock
 
 # How a run is driven, not what it computes: these may change when a run is resumed.
 DRIVER_FIELDS = ("progress", "steps_per_call", "checkpoint_every", "max_runtime_s")
@@ -111,7 +112,7 @@ def config_differences(old: dict, new: dict) -> list[str]:
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raise RunError naming the first field of the config outside its allowed range, before any work is done."""
-  from common.config_check import ConfigError, check_values
+  from common.run.config_check import ConfigError, check_values
 
   try:
     check_values(config)

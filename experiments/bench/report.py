@@ -2,10 +2,10 @@
 pipelines' training time estimated from the measured rates, and the markdown report."""
 from __future__ import annotations
 
-from experiments.bench_latency import SRPO_ACT, SWG_REFERENCE, SWG_SAMPLERS
-from experiments.bench_training import CRITIC, SRPO_BEHAVIOUR, SRPO_POLICY, SWG_DIFFUSION
+from experiments.bench.latency import SRPO_ACT, SWG_REFERENCE, SWG_SAMPLERS
+from experiments.bench.training import CRITIC, SRPO_BEHAVIOUR, SRPO_POLICY, SWG_DIFFUSION
 
-# The issue tracker's targets on the 2-core development CPU, next to the official code's numbers on that kind of CPU.
+# The project's targets on the 2-core development CPU, next to the official code's numbers on that kind of CPU.
 # Training stages: steps/s of one seed, fused (higher is better); actions: ms for one state (lower is better).
 CPU_TARGETS = (
     dict(name=f"{CRITIC}, steps/s", stage=CRITIC, target=160.0, official=145.0),
@@ -222,12 +222,12 @@ def to_markdown(results: dict) -> str:
     lines += ["", f"Paper pipelines, {seeds} seeds at once on {m['device']}, estimated from the fused rates above "
               "(training steps only; evaluation and checkpoints excluded): " + "; ".join(described) + "."]
   if results.get("targets") and m["platform"] == "cpu":
-    lines += ["", "Targets on this 2-core CPU (issue tracker), next to the official code's numbers on such a CPU:",
+    lines += ["", "The project's targets on this 2-core CPU, next to the official code's numbers on such a CPU:",
               "", "| target | measured | goal | official | status |", "|---|---|---|---|---|"]
     for t in results["targets"]:
       lines.append(f"| {t['target']} | {_measured(t)} | {t['goal']:g} | {t['official']:g} | {t['status']} |")
   elif results.get("targets"):
-    lines += ["", f"Targets on an accelerator (issue tracker; the pipeline's is set for one H100), measured on "
+    lines += ["", f"The project's targets on an accelerator (the pipeline's is set for one H100), measured on "
               f"{m['device']}:", "", "| target | measured | goal | status |", "|---|---|---|---|"]
     for t in results["targets"]:
       lines.append(f"| {t['target']} | {_measured(t)} | {t['goal']:g} | {t['status']} |")

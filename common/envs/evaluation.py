@@ -6,7 +6,7 @@ first episode: the vector env keeps stepping (and, in NEXT_STEP autoreset mode, 
 all are done, and their later rewards are masked out.
 
 Environments: D4RL locomotion data is evaluated on Gymnasium MuJoCo v4 (the model files of the v3 envs the D4RL data
-came from, no mujoco-py needed), D4RL AntMaze data on `common.antmaze`'s rebuild of D4RL's env; Minari `mujoco/*`
+came from, no mujoco-py needed), D4RL AntMaze data on `common.envs.antmaze`'s rebuild of D4RL's env; Minari `mujoco/*`
 data on the v5 envs it was generated with. `EvalResult` carries the env id and library versions so every report can
 print them. Which env a dataset is evaluated in, and its reference returns, come from `common.data` (the D4RL
 table, a Minari dataset's metadata); `common.run.normalized_scores` turns returns into scores.
@@ -23,8 +23,7 @@ import jax
 import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from tqdm.auto import tqdm
-
-from common import antmaze
+from common.envs import antmaze
 
 _ROBOTICS_ENV_PREFIXES = ("AntMaze", "PointMaze", "AdroitHand", "FrankaKitchen")
 

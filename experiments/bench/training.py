@@ -16,7 +16,7 @@ import numpy as np
 from common import iql
 from common.data import OfflineData
 from common.training import init_seeds, make_chunk_fn, seed_keys
-from experiments.bench_flops import step_flops_per_seed
+from experiments.bench.flops import step_flops_per_seed
 
 HOPPER = dict(obs_dim=11, action_dim=3)
 # The training stages measured (names as rows carry them).

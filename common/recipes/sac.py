@@ -1,5 +1,5 @@
 """Soft Actor-Critic (Haarnoja et al. 2018, with automatic entropy tuning) as pure JAX functions: the online agent
-that D4RL's dataset recipes trained (`common.recipes`). Shapes: B batch, S state dim, A action dim, K fused updates.
+that D4RL's dataset recipes trained (`common.recipes.datasets`). Shapes: B batch, S state dim, A action dim, K fused updates.
 
 Critic:  y = r + discount * mask * (min_i Q_target_i(s', a') - alpha * log pi(a'|s')),  a' ~ pi(.|s');
          L_Q = sum_i mean((Q_i(s, a) - y)^2).

@@ -1,8 +1,9 @@
-"""The core of the offline data: the `OfflineData` pytree and batch sampling inside jitted code, `DatasetError` and
-the `validate` checks every loader runs, the host-side `Transitions` the loaders return, and reward preprocessing.
+"""From a loader's arrays to transitions: `DatasetError` and the `validate` checks every loader runs, the host-side
+`Transitions` the loaders return, and reward preprocessing. (The `OfflineData` pytree the training steps read is in
+`common.offline_data`.)
 
-Loaders live beside it (`common.data_d4rl`, `common.data_minari`); `common.data` resolves a name to one of them and
-re-exports everything here.
+Loaders live beside it (`common.data.d4rl_files`, `common.data.minari_datasets`); `common.data` resolves a name to one
+of them and re-exports everything here.
 """
 from __future__ import annotations
 
@@ -10,39 +11,10 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-import flax.struct
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-class OfflineData(flax.struct.PyTreeNode):
-  """Transitions (s, a, r, s', mask). observations [N, S], actions [N, A], rewards [N], next_observations [N, S],
-  masks [N] with mask = 1 - terminal (a timeout/truncation is not a terminal)."""
-
-  observations: jax.Array
-  actions: jax.Array
-  rewards: jax.Array
-  next_observations: jax.Array
-  masks: jax.Array
-
-  @property
-  def size(self) -> int:
-    return self.observations.shape[0]
-
-  @property
-  def obs_dim(self) -> int:
-    return self.observations.shape[-1]
-
-  @property
-  def action_dim(self) -> int:
-    return self.actions.shape[-1]
-
-
-def sample_batch(data: OfflineData, key: jax.Array, batch_size: int) -> OfflineData:
-  """Uniformly sampled (with replacement) batch of transitions; runs on device inside jit."""
-  idx = jax.random.randint(key, (batch_size,), 0, data.size)
-  return jax.tree.map(lambda x: jnp.take(x, idx, axis=0), data)
+from common.offline_data import OfflineData, sample_batch  # noqa: F401  (re-exported by common.data)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,4 @@
+"""`python -m experiments.demo`."""
+from experiments.demo import main
+
+main()

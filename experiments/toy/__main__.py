@@ -1,0 +1,4 @@
+"""`python -m experiments.toy`."""
+from experiments.toy import main
+
+main()

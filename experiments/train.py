@@ -46,7 +46,10 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
   """Defined when run, not on import, so other entry points and the tests can import this module."""
   flags.DEFINE_enum("algo", None, ALGOS, "Algorithm.")
-  flags.DEFINE_string("dataset", "", "D4RL name, Minari id or path to a D4RL-style .hdf5 file.")
+  flags.DEFINE_string("dataset", "", "D4RL name, Minari id or path to a D4RL-style .hdf5 file; several, separated "
+                      "by commas, train as one population (same observation and action dims).")
+  flags.DEFINE_multi_string("sweep", [], "<field>=<value>,<value>,...: train every value (several --sweep flags: "
+                            "every combination) as one population, e.g. --sweep=policy.beta=0.01,0.05,0.2.")
   flags.DEFINE_list("seeds", [], "Seeds trained together, e.g. 0,1,2,3,4 (default: the config's).")
   flags.DEFINE_string("workdir", "", "Run directory (default results/runs/<algo>/<dataset>).")
   flags.DEFINE_string("max_runtime", "", "Time budget of this process (e.g. 85800, 90m, 23h50m or HH:MM:SS): "
@@ -72,10 +75,12 @@ def _flag_value(argv: list[str], name: str) -> tuple[int, str | None]:
 
 
 def resolve_config_flag(argv: list[str]) -> list[str]:
-  """argv with --config completed from --algo and --dataset (see the module docstring)."""
+  """argv with --config completed from --algo and --dataset (see the module docstring; of several datasets, the
+  first: the others' configs are made when the population is)."""
   argv = list(argv)
   _, algo = _flag_value(argv, "algo")
   _, dataset = _flag_value(argv, "dataset")
+  dataset = dataset.split(",")[0] if dataset else dataset
   i, spec = _flag_value(argv, "config")
   if spec is None:
     if algo not in ALGOS:  # an unknown or missing --algo is reported by absl itself
@@ -121,6 +126,41 @@ def config_problem(argv: list[str]) -> str | None:
   return None
 
 
+def population_settings(package, config, datasets: list[str], argv: list[str]):
+  """The settings of a population run from --dataset=a,b and --sweep flags: every dataset's config made as a run
+  alone would make it (its paper values, then this command's --config overrides), then the swept values.
+  Raises RunError for a bad sweep, before any work."""
+  from common.run import RunError, populations
+  from common.run.config_check import override_items
+
+  sweeps = dict(populations.parse_sweep(s) for s in FLAGS.sweep)
+  if len(sweeps) != len(FLAGS.sweep):
+    raise RunError("--sweep: a field is swept twice; give all its values in one --sweep")
+  populations.check_sweeps(sweeps, config, package.configs.SWEEPABLE, FLAGS.algo.upper())
+  _, spec = _flag_value(resolve_config_flag(argv), "config")
+  preset = spec.split(":")[-1]
+  overridden = [path for path, _ in override_items(argv)]
+
+  def config_for(dataset: str):
+    if dataset == config.dataset:
+      return config
+    other = package.get_config(f"{dataset}:{preset}")
+    for path in overridden:  # the command's overrides, as absl parsed them for the first dataset
+      populations.population.set_path(other, path, _config_value(config, path))
+    other.max_runtime_s = config.get("max_runtime_s", 0.0)
+    return other
+
+  return populations.make_settings(config_for, datasets, config.seeds, sweeps, package.configs.SWEEPABLE,
+                                   FLAGS.algo.upper())
+
+
+def _config_value(config, path: str):
+  node = config
+  for p in path.split("."):
+    node = node[p]
+  return node
+
+
 def seeds_problem(seeds, source: str) -> str | None:
   """Why `seeds` (from `source`, e.g. "--seeds=0,0") cannot be trained, or None."""
   from common.run import RunError, check_seeds
@@ -151,7 +191,8 @@ def main(argv):
       config.max_runtime_s = interrupts.parse_duration(FLAGS.max_runtime)
     except ValueError as e:
       sys.exit(f"error: --max_runtime: {e}")
-  if FLAGS.dataset and config.dataset != FLAGS.dataset:
+  datasets = [d for d in FLAGS.dataset.split(",") if d] if FLAGS.dataset else []
+  if datasets and config.dataset != datasets[0]:
     sys.exit(f"error: --dataset={FLAGS.dataset} but the config names dataset {config.dataset!r}; give one of them")
   if FLAGS.seeds:
     try:
@@ -166,11 +207,25 @@ def main(argv):
     distributed.check_seed_count(len(config.seeds))
   except ValueError as e:
     sys.exit(f"error: {e}")
-  workdir = FLAGS.workdir or os.path.join("results", "runs", FLAGS.algo, config.dataset.replace("/", "_"))
   from experiments.report import algorithm_package, eval_table
 
+  package = algorithm_package(FLAGS.algo)
+  settings = None
+  if len(datasets) > 1 or FLAGS.sweep:
+    try:
+      settings = population_settings(package, config, datasets or [config.dataset], sys.argv)
+    except RunError as e:
+      sys.exit(f"error: {e}")
+  name = "+".join(d.replace("/", "_") for d in (datasets or [config.dataset]))
+  workdir = FLAGS.workdir or os.path.join("results", "runs", FLAGS.algo, name + ("-sweep" if FLAGS.sweep else ""))
   try:
-    summary = algorithm_package(FLAGS.algo).train_and_evaluate(config, workdir)
+    if settings is not None:
+      result = package.train_and_evaluate_population(settings, workdir)
+      if distributed.is_main_process():
+        print(result["report"])
+        print(f"results in {os.path.abspath(workdir)} (report.md, settings/<setting>/)")
+      return
+    summary = package.train_and_evaluate(config, workdir)
   except (DatasetError, RunError) as e:
     sys.exit(f"error: {e}")
   except OSError as e:  # a write the library did not expect to fail (a full disk, a folder made read-only)

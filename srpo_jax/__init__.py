@@ -17,12 +17,12 @@ import jax
 import jax.numpy as jnp
 from flax.training.train_state import TrainState
 
-from common import iql
+from common import iql, population
 from common import run as run_lib
-from common.offline_data import OfflineData
+from common.offline_data import OfflineData, map_rows
 from common.networks import TwinQ, compute_dtype
 from common.training import Trainer, init_seeds, seed_keys, seed_stage_keys
-from srpo_jax import behavior as behavior_lib, configs
+from srpo_jax import behavior as behavior_lib, configs, drift as drift_lib
 from srpo_jax import policy as policy_lib
 from srpo_jax.behavior import behavior_eps_fn, sample_behavior
 from srpo_jax.configs import get_config
@@ -69,30 +69,45 @@ class SRPOResult(flax.struct.PyTreeNode):
   policy: Policy
 
 
-def train(config, data: OfflineData, workdir: str | None = None, *, policy_callback=None,
-          callback_every: int = 0) -> SRPOResult:
+def train(config, data, workdir: str | None = None, *, members: list[population.Member] | None = None,
+          policy_callback=None, callback_every: int = 0) -> SRPOResult:
   """Critic -> behaviour -> policy for every seed in config.seeds (vmapped), with checkpoints/resume in workdir.
 
-  policy_callback(step, policy): called with the seed-stacked `Policy` of the policy stage at every multiple of
+  data: an OfflineData, or {dataset name: OfflineData} of one obs and action dim for a population. members: the runs
+  of a population (`common.population`: seed × dataset × values of swept fields such as "policy.beta"), trained as
+  one program; default one per seed of config.seeds on `data`. Members that agree on what a stage depends on share
+  its training (a beta sweep trains one critic and one behaviour model per seed). The result is member-stacked.
+  policy_callback(step, policy): called with the member-stacked `Policy` of the policy stage at every multiple of
   `callback_every` and at its last step (e.g. to evaluate on the way; `common.training.Trainer`'s callback)."""
-  if data.observations.ndim != 2 or data.actions.ndim != 2:
-    raise ValueError(f"data.observations [N, S] and data.actions [N, A] needed, got {data.observations.shape}, "
-                     f"{data.actions.shape}")
-  obs_dim, action_dim = data.obs_dim, data.action_dim
-  keys = seed_keys(config.seeds)
-  stage_keys = lambda i: seed_stage_keys(keys, i)
+  datasets = data if isinstance(data, dict) else {config.dataset: data}
+  for d in datasets.values():
+    if d.observations.ndim != 2 or d.actions.ndim != 2:
+      raise ValueError(f"data.observations [N, S] and data.actions [N, A] needed, got {d.observations.shape}, "
+                       f"{d.actions.shape}")
+  members = members or population.grid(config.seeds, list(datasets))
+  paths = sorted({p for m in members for p, _ in m.values})
+  shared = population.concatenate({name: datasets[name] for name in dict.fromkeys(m.dataset for m in members)})
+  first = next(iter(datasets.values()))
+  obs_dim, action_dim = first.obs_dim, first.action_dim
   common = dict(steps_per_call=config.steps_per_call, workdir=workdir, progress=config.progress,
                 checkpoint_every=config.checkpoint_every)
+  keys_of = lambda plan, i: seed_stage_keys(seed_keys([u.seed for u in plan.units]), i)
+  guard = lambda plan, suspects: {**run_lib.guard_kwargs(config, suspects), "seed_ids": [u.seed for u in plan.units]}
 
-  critic = init_seeds(lambda k: iql.init_critic(k, obs_dim, action_dim, config.critic), stage_keys(0))
-  critic = Trainer(iql.make_critic_step(config.critic), num_steps=int(config.critic.num_steps), name="critic",
-                   **common, **run_lib.guard_kwargs(config, {"critic.lr": config.critic.lr})).run(
-                       critic, data, stage_keys(1))
+  critic_plan = population.plan_stage(members, paths_in(paths, "critic"))
+  critic_data, critic_flags = population.step_input(shared, critic_plan.units, paths_in(paths, "critic"))
+  critic = init_seeds(lambda k: iql.init_critic(k, obs_dim, action_dim, config.critic), keys_of(critic_plan, 0))
+  critic = Trainer(population.with_values(iql.make_critic_step, config.critic, "critic", paths),
+                   num_steps=int(config.critic.num_steps), name="critic", data_per_seed=critic_flags, **common,
+                   **guard(critic_plan, {"critic.lr": config.critic.lr})).run(critic, critic_data,
+                                                                              keys_of(critic_plan, 1))
 
-  beh = init_seeds(lambda k: behavior_lib.init_behavior(k, obs_dim, action_dim, config.behavior), stage_keys(2))
-  beh = Trainer(behavior_lib.make_behavior_step(config.behavior), num_steps=int(config.behavior.num_steps),
-                name="behavior", **common, **run_lib.guard_kwargs(config, {"behavior.lr": config.behavior.lr})).run(
-                    beh, data, stage_keys(3))
+  beh_plan = population.plan_stage(members, paths_in(paths, "behavior"))
+  beh_data, beh_flags = population.step_input(shared, beh_plan.units, paths_in(paths, "behavior"))
+  beh = init_seeds(lambda k: behavior_lib.init_behavior(k, obs_dim, action_dim, config.behavior), keys_of(beh_plan, 2))
+  beh = Trainer(population.with_values(behavior_lib.make_behavior_step, config.behavior, "behavior", paths),
+                num_steps=int(config.behavior.num_steps), name="behavior", data_per_seed=beh_flags, **common,
+                **guard(beh_plan, {"behavior.lr": config.behavior.lr})).run(beh, beh_data, keys_of(beh_plan, 3))
 
   pcfg = config.policy
   net = behavior_lib.behavior_net(action_dim, config.behavior)
@@ -104,21 +119,32 @@ def train(config, data: OfflineData, workdir: str | None = None, *, policy_callb
     return policy_lib.PolicyStageState(policy=policy_lib.init_policy(k, obs_dim, action_dim, pcfg),
                                        behavior_params=bp, q_params=qp)
 
-  state = jax.vmap(init_stage)(stage_keys(4), beh.params, critic.q_target_params)
-  first = jax.tree.map(lambda x: x[0], state)
-  probe = data.observations[: min(256, data.size)]
-  policy_lib.check_action_dims(lambda a, t, s: eps_apply(first.behavior_params, a, t, s), obs_dim, action_dim)
-  probe_actions = first.policy.apply_fn(first.policy.params, probe)
-  policy_lib.check_q_grad(lambda s, a: q_apply(first.q_params, s, a), probe, probe_actions, pcfg.normalize_q_grad)
-  policy_lib.check_behavior_eps(lambda a, t, s: eps_apply(first.behavior_params, a, t, s), probe, probe_actions)
-  step = policy_lib.make_policy_step(eps_apply, q_apply, pcfg)
+  policy_plan = population.plan_stage(members, paths_in(paths, "policy"), upstream=(critic_plan, beh_plan))
+  reps = [policy_plan.first_member(u) for u in range(len(policy_plan))]  # each unit's critic and behaviour model
+  pick = lambda plan, tree: jax.tree.map(lambda x: x[jnp.asarray([int(plan.index[r]) for r in reps])], tree)
+  state = jax.vmap(init_stage)(keys_of(policy_plan, 4), pick(beh_plan, beh.params),
+                               pick(critic_plan, critic.q_target_params))
+  one = jax.tree.map(lambda x: x[0], state)
+  probe = first.observations[: min(256, first.size)]
+  policy_lib.check_action_dims(lambda a, t, s: eps_apply(one.behavior_params, a, t, s), obs_dim, action_dim)
+  probe_actions = one.policy.apply_fn(one.policy.params, probe)
+  policy_lib.check_q_grad(lambda s, a: q_apply(one.q_params, s, a), probe, probe_actions, pcfg.normalize_q_grad)
+  policy_lib.check_behavior_eps(lambda a, t, s: eps_apply(one.behavior_params, a, t, s), probe, probe_actions)
+  step = population.with_values(lambda c: policy_lib.make_policy_step(eps_apply, q_apply, c), pcfg, "policy", paths)
   to_policy = lambda state: Policy(params=state.policy.params, action_dim=action_dim, hidden=pcfg.hidden,
                                    num_layers=pcfg.num_layers, stacked=True)
-  callback = None if policy_callback is None else lambda i, state: policy_callback(i, to_policy(state))
-  state, _ = policy_lib.run_policy_stage(step, state, data.observations, stage_keys(5), pcfg, callback=callback,
-                                         callback_every=callback_every, **common,
-                                         **run_lib.guard_kwargs(config, {"policy.lr": pcfg.lr, "policy.beta": pcfg.beta}))
-  return SRPOResult(critic=critic, behavior=beh, policy=to_policy(state))
+  members_policy = lambda state: to_policy(state).replace(params=policy_plan.gather(state.policy.params))
+  callback = None if policy_callback is None else lambda i, state: policy_callback(i, members_policy(state))
+  states, flags = population.step_input(shared, policy_plan.units, paths_in(paths, "policy"),
+                                        lambda rows: map_rows(rows, lambda d: d.observations))
+  state, _ = policy_lib.run_policy_stage(step, state, states, keys_of(policy_plan, 5), pcfg, callback=callback,
+                                         callback_every=callback_every, data_per_seed=flags, **common,
+                                         **guard(policy_plan, {"policy.lr": pcfg.lr, "policy.beta": pcfg.beta}))
+  return SRPOResult(critic=critic_plan.gather(critic), behavior=beh_plan.gather(beh), policy=members_policy(state))
+
+
+def paths_in(paths, section: str) -> list[str]:
+  return [p for p in paths if p.startswith(section + ".")]
 
 
 def train_and_evaluate(config, workdir: str | None = None, *, download: bool = True) -> dict:
@@ -133,3 +159,54 @@ def train_and_evaluate(config, workdir: str | None = None, *, download: bool = T
     evaluation = run_lib.load_eval(workdir, "srpo") or run_lib.evaluate_policy(
         lambda obs, key: seed_act(policy, obs), config, info, workdir, "srpo")
     return run_lib.write_summary(workdir, "srpo", config, info, {"srpo": evaluation})
+
+
+def train_and_evaluate_population(settings, workdir: str | None = None, *, download: bool = True) -> dict:
+  """Several runs as one program (`common.run.populations`): each setting's dataset and swept values, the same
+  seeds. Writes settings/<name>/ (eval_srpo.json and summary.json, with the policy's drift) for every setting and
+  report.md beside them. Returns {"settings": [summary, ...]}."""
+  from common.run import populations
+
+  for s in settings:
+    run_lib.check_config(s.config)
+    configs.note_dataset_defaults(s.config)
+  datasets, infos = run_lib.load_population_data([s.config for s in settings], download=download)
+  members = populations.members(settings, configs.SWEEPABLE)
+  base = settings[0].config
+  with run_lib.run_folder(workdir, populations.population_config(settings), "srpo"):
+    result = train(base, datasets, workdir=workdir, members=members)
+    shared = {"stage_seconds": run_lib.stage_seconds(workdir)} if workdir else {}  # the one program's, all settings'
+    summaries = []
+    for s, part in zip(settings, populations.member_slices(settings)):
+      folder = populations.setting_dir(workdir, s)
+      policy = result.policy.replace(params=jax.tree.map(lambda x: x[part], result.policy.params))
+      evaluation = run_lib.load_eval(folder, "srpo") or run_lib.evaluate_policy(
+          lambda obs, key, p=policy: seed_act(p, obs), s.config, infos[s.config.dataset], folder, "srpo")
+      drift = member_drift(result, part, datasets[s.config.dataset].observations, s.config)
+      summaries.append(run_lib.write_summary(folder, "srpo", s.config, infos[s.config.dataset],
+                                             {"srpo": evaluation}, extra={"drift": drift, **shared}))
+    text = populations.report(settings, [{**x, **x["drift"]} for x in summaries], extra=drift_lib.DRIFT_METRICS)
+    run_lib.write_population_report(workdir, text)
+    return {"settings": summaries, "report": text}
+
+
+def member_drift(result: SRPOResult, members, observations, config, num_states: int = 256) -> dict:
+  """The drift of the policies of `members` (a slice of the result's member axis) on the first `num_states` states
+  of their dataset: mean ± std over those members of each of `srpo_jax.drift.DRIFT_METRICS`."""
+  net = behavior_lib.behavior_net(result.policy.action_dim, config.behavior)
+  twin = TwinQ(hidden=tuple(config.critic.hidden), dtype=compute_dtype(config.critic.get("compute_dtype", "float32")))
+  states = jnp.asarray(observations[:num_states])
+  policy = result.policy
+
+  def one(policy_params, behavior_params, q_params):
+    return drift_lib.drift_metrics(
+        lambda s: policy.net.apply(policy_params, s),
+        lambda a_t, t, s: net.apply(behavior_params, a_t, t, s, train=False),
+        lambda s, a: jnp.mean(twin.apply(q_params, s, a), axis=0), states, jax.random.PRNGKey(0), config.policy)
+
+  take = lambda tree: jax.tree.map(lambda x: x[members], tree)
+  values = jax.jit(jax.vmap(one))(take(policy.params), take(result.behavior.params),
+                                  take(result.critic.q_target_params))
+  return {k: {"mean": float(jnp.mean(v)), "std": float(jnp.std(v)), "per_seed": [float(x) for x in v]}
+          for k, v in values.items()}
+

@@ -14,6 +14,7 @@ from flax.training.train_state import TrainState
 
 from common.diffusion import VPContinuous, eps_matching_loss, noise
 from common.networks import ConditionalEpsNet, compute_dtype
+from common.offline_data import row_indices, rows_of
 from common.solvers import dpm_solver_pp
 from common.training import make_optimizer
 
@@ -56,8 +57,9 @@ def make_behavior_step(config):
 
   def step(state: TrainState, data, key: jax.Array):
     idx_key, loss_key = jax.random.split(key)
-    idx = jax.random.randint(idx_key, (config.batch_size,), 0, data.actions.shape[0])
-    obs, act = jnp.take(data.observations, idx, axis=0), jnp.take(data.actions, idx, axis=0)
+    idx = row_indices(data, idx_key, config.batch_size)
+    rows = rows_of(data)
+    obs, act = jnp.take(rows.observations, idx, axis=0), jnp.take(rows.actions, idx, axis=0)
     loss, grads = jax.value_and_grad(behavior_loss)(state.params, state.apply_fn, obs, act, loss_key)
     return state.apply_gradients(grads=grads), {"behavior_loss": loss}
 

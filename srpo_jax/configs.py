@@ -27,6 +27,9 @@ BETAS = {
     "antmaze-medium-diverse": 0.05, "antmaze-large-play": 0.06, "antmaze-large-diverse": 0.05,
 }
 PRESETS = ("paper", "demo", "validate", "smoke")
+# Fields a population may vary between its members inside one program (`common.population`): read as traced values
+# by the steps, never a shape, an optimiser constant or a Python branch.
+SWEEPABLE = ("critic.discount", "critic.expectile", "critic.polyak", "policy.beta", "policy.t_max", "policy.t_min")
 
 
 def dataset_overrides(dataset: str) -> dict | None:

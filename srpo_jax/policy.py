@@ -23,6 +23,7 @@ from flax.training.train_state import TrainState
 
 from common.diffusion import noise
 from common.networks import DiracPolicy
+from common.offline_data import row_indices, rows_of
 from common.training import Trainer, init_seeds
 from srpo_jax.behavior import SCHEDULE, EpsFn
 
@@ -123,8 +124,8 @@ def make_policy_step(eps_apply, q_apply, config):
 
   def step(state: PolicyStageState, observations: jax.Array, key: jax.Array):
     idx_key, loss_key = jax.random.split(key)
-    idx = jax.random.randint(idx_key, (config.batch_size,), 0, observations.shape[0])
-    s = jnp.take(observations, idx, axis=0)
+    idx = row_indices(observations, idx_key, config.batch_size)  # a population member's: only its dataset's rows
+    s = jnp.take(rows_of(observations), idx, axis=0)
     eps_fn = lambda a_t, t, obs: eps_apply(state.behavior_params, a_t, t, obs)
     q_fn = lambda obs, a: q_apply(state.q_params, obs, a)
     (_, metrics), grads = jax.value_and_grad(srpo_loss, has_aux=True)(
@@ -215,12 +216,12 @@ def check_behavior_eps(eps_fn: EpsFn, observations: jax.Array, actions: jax.Arra
 
 def run_policy_stage(step_fn, state: PolicyStageState, observations: jax.Array, keys: jax.Array, config, *,
                      steps_per_call: int, workdir=None, progress=False, checkpoint_every=None, callback=None,
-                     callback_every: int = 0, **guard):
+                     callback_every: int = 0, data_per_seed=False, **guard):
   """The policy stage under a Trainer (callback(step, stage state): see `common.training.Trainer`; `guard`: its
   seed_ids, suspects and max_runtime_s). A non-finite chunk raises `common.errors.DivergenceError`."""
   trainer = Trainer(step_fn, num_steps=int(config.num_steps), steps_per_call=steps_per_call, name="policy",
                     workdir=workdir, checkpoint_every=checkpoint_every, progress=progress, callback=callback,
-                    callback_every=callback_every, **guard)
+                    callback_every=callback_every, data_per_seed=data_per_seed, **guard)
   state = trainer.run(state, observations, keys)
   return state, trainer.history
 

@@ -23,6 +23,10 @@ from common.data.ids import announce_defaults, d4rl_name_for, paper_dataset_for
 from common.run import add_run_fields, split_config_arg
 
 PRESETS = ("paper", "demo", "validate", "smoke")
+# Fields a population may vary between its members inside one program (`common.population`): read as traced values
+# by the steps or the weights pass, or only when sampling; never a shape, an optimiser constant or a Python branch.
+SWEEPABLE = ("critic.discount", "critic.expectile", "critic.polyak", "diffusion.ema", "sampling.guidance_scale",
+             "sampling.temperature", "weights.expectile", "weights.temperature")
 GUIDANCE_SWEEP = (1.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from common import iql
 from common.diffusion import VPDiscrete
 from common.networks import ConditionalEpsNet
+from common.offline_data import rows_of
 from common.training import Trainer, init_seeds, seed_stage_keys
 from swg_jax import model as model_lib, sampling
 from swg_jax.configs import get_config
@@ -69,25 +70,30 @@ def fit(observations, actions, weights, config=None, key=None, *, seed: int | No
 
 
 def fit_seeds(data: WeightedData, keys: jax.Array, config, *, critic=None, workdir=None, progress=False,
-               model_callback=None, callback_every: int = 0) -> SWGModel:
+               model_callback=None, callback_every: int = 0, step_fn=None, data_per_seed=None,
+               seed_ids=None) -> SWGModel:
   """The diffusion stage for every seed (keys [N, 2]); data.weights is [N_seeds, N] when it has a seed axis.
-  model_callback(step, seed-stacked SWGModel): see `swg_jax.pipeline.train`."""
+  model_callback(step, seed-stacked SWGModel): see `swg_jax.pipeline.train`. A population's members
+  (`swg_jax.pipeline.train`) come with their own step_fn and data_per_seed, and data that may be member `Rows`."""
   dc = config.diffusion
-  obs_dim, action_dim = data.observations.shape[-1], data.actions.shape[-1]
+  rows = rows_of(data[0] if isinstance(data, tuple) else data)
+  obs_dim, action_dim = rows.observations.shape[-1], rows.actions.shape[-1]
   init_keys, run_keys = seed_stage_keys(keys, 0), seed_stage_keys(keys, 1)
   state = init_seeds(lambda k: model_lib.init_diffusion(k, obs_dim, action_dim, dc), init_keys)
-  per_seed = WeightedData(observations=False, actions=False, weights=data.weights.ndim == 2)
+  per_seed = (data_per_seed if data_per_seed is not None else
+              WeightedData(observations=False, actions=False, weights=data.weights.ndim == 2))
   to_model = lambda state: SWGModel(
       params=state.ema_params, critic=critic, net=model_lib.make_network(action_dim, dc),
       schedule=model_lib.make_schedule(dc), obs_dim=obs_dim, action_dim=action_dim,
       sampling_defaults=tuple(sorted(config.sampling.to_dict().items())))
   callback = None if model_callback is None else lambda i, state: model_callback(i, to_model(state))
-  trainer = Trainer(model_lib.make_diffusion_step(action_dim, dc), num_steps=int(dc.num_steps),
+  trainer = Trainer(step_fn or model_lib.make_diffusion_step(action_dim, dc), num_steps=int(dc.num_steps),
                     steps_per_call=config.steps_per_call, name="diffusion", workdir=workdir, progress=progress,
                     checkpoint_every=config.checkpoint_every, data_per_seed=per_seed, callback=callback,
                     callback_every=callback_every, suspects={"diffusion.lr": dc.lr},
                     max_runtime_s=config.get("max_runtime_s", 0.0),
-                    seed_ids=config.seeds if len(config.seeds) == keys.shape[0] else None)
+                    seed_ids=seed_ids if seed_ids is not None else
+                    (config.seeds if len(config.seeds) == keys.shape[0] else None))
   return to_model(trainer.run(state, data, run_keys))
 
 

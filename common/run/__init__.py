@@ -21,7 +21,7 @@ import numpy as np
 
 from common import distributed
 from common.envs import evaluation
-from common.checkpoint import save_config, write_json_atomic
+from common.checkpoint import save_config, write_json_atomic, write_text_atomic
 from common.data import DatasetError, OfflineData, load_dataset
 from common.errors import DivergenceError, RunError, write_error
 from common.metrics_file import read_records
@@ -249,6 +249,21 @@ def load_run_data(config, *, download: bool = True) -> tuple[OfflineData, dict[s
   return data, info
 
 
+def load_population_data(configs, *, download: bool = True) -> tuple[dict, dict]:
+  """({dataset: OfflineData}, {dataset: info}) of the settings of a population (`load_run_data` for each dataset
+  once). Raises DatasetError when their observation or action dims differ: one program trains one shape."""
+  datasets, infos = {}, {}
+  for config in configs:
+    if config.dataset not in datasets:
+      datasets[config.dataset], infos[config.dataset] = load_run_data(config, download=download)
+  dims = {name: (d.obs_dim, d.action_dim) for name, d in datasets.items()}
+  if len(set(dims.values())) > 1:
+    shown = ", ".join(f"{name}: obs dim {o}, action dim {a}" for name, (o, a) in dims.items())
+    raise DatasetError(f"the datasets of one population need one observation and action dim ({shown}): train "
+                       "them as separate runs")
+  return datasets, infos
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Evaluation and report
 
@@ -354,19 +369,31 @@ def write_failed_summary(workdir: str, algo: str, config, error: DivergenceError
   return summary
 
 
-def write_summary(workdir: str | None, algo: str, config, info: dict, evals: dict[str, dict]) -> dict:
-  """summary.json: dataset, env, seeds, every evaluation, training seconds per stage, the device."""
+def write_summary(workdir: str | None, algo: str, config, info: dict, evals: dict[str, dict],
+                  extra: dict | None = None) -> dict:
+  """summary.json: dataset, env, seeds, every evaluation, training seconds per stage, the device (and `extra`)."""
   summary = {
       "algo": algo, "dataset": config.dataset, "seeds": [int(s) for s in config.seeds],
       "data": {k: info.get(k) for k in ("source", "path", "env_id", "size", "obs_dim", "action_dim", "num_episodes",
                                         "reward_kind", "ref_min_score", "ref_max_score")},
-      "eval": evals, "device": device_description(), "jax_version": jax.__version__,
+      "eval": evals, "device": device_description(), "jax_version": jax.__version__, **(extra or {}),
   }
   if workdir is not None and distributed.is_main_process():
-    summary["stage_seconds"] = stage_seconds(workdir)
+    summary.setdefault("stage_seconds", stage_seconds(workdir))
     try:
       summary["plots"] = [os.path.relpath(p, workdir) for p in write_learning_curves(workdir)]
       write_json_atomic(os.path.join(workdir, "summary.json"), summary)
     except OSError as e:
       raise write_error(e, "the run's summary and plots") from e
   return summary
+
+
+def write_population_report(workdir: str | None, text: str) -> None:
+  """report.md of a population run: its settings side by side."""
+  if workdir is None or not distributed.is_main_process():
+    return
+  try:
+    write_text_atomic(os.path.join(workdir, "report.md"), text)
+  except OSError as e:
+    raise write_error(e, "the population's report") from e
+

@@ -15,6 +15,7 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax.training.train_state import TrainState
 
 from common import iql, population
@@ -70,7 +71,7 @@ class SRPOResult(flax.struct.PyTreeNode):
 
 
 def train(config, data, workdir: str | None = None, *, members: list[population.Member] | None = None,
-          policy_callback=None, callback_every: int = 0) -> SRPOResult:
+          policy_callback=None, callback_every: int = 0, drift_states=None, on_drift=None) -> SRPOResult:
   """Critic -> behaviour -> policy for every seed in config.seeds (vmapped), with checkpoints/resume in workdir.
 
   data: an OfflineData, or {dataset name: OfflineData} of one obs and action dim for a population. members: the runs
@@ -78,7 +79,9 @@ def train(config, data, workdir: str | None = None, *, members: list[population.
   one program; default one per seed of config.seeds on `data`. Members that agree on what a stage depends on share
   its training (a beta sweep trains one critic and one behaviour model per seed). The result is member-stacked.
   policy_callback(step, policy): called with the member-stacked `Policy` of the policy stage at every multiple of
-  `callback_every` and at its last step (e.g. to evaluate on the way; `common.training.Trainer`'s callback)."""
+  `callback_every` and at its last step (e.g. to evaluate on the way; `common.training.Trainer`'s callback).
+  on_drift(step, {metric: [members]}): called at the same steps with every member's drift (`srpo_jax.drift`) on
+  its dataset's states in drift_states ({dataset: [B, S]})."""
   datasets = data if isinstance(data, dict) else {config.dataset: data}
   for d in datasets.values():
     if d.observations.ndim != 2 or d.actions.ndim != 2:
@@ -134,7 +137,17 @@ def train(config, data, workdir: str | None = None, *, members: list[population.
   to_policy = lambda state: Policy(params=state.policy.params, action_dim=action_dim, hidden=pcfg.hidden,
                                    num_layers=pcfg.num_layers, stacked=True)
   members_policy = lambda state: to_policy(state).replace(params=policy_plan.gather(state.policy.params))
-  callback = None if policy_callback is None else lambda i, state: policy_callback(i, members_policy(state))
+
+  def callback(i, state):
+    if policy_callback is not None:
+      policy_callback(i, members_policy(state))
+    if on_drift is not None:
+      on_drift(i, drift_of_members(members, policy_plan.gather(state.policy.params),
+                                   policy_plan.gather(state.behavior_params), policy_plan.gather(state.q_params),
+                                   drift_states, config, action_dim))
+
+  if policy_callback is None and on_drift is None:
+    callback = None
   states, flags = population.step_input(shared, policy_plan.units, paths_in(paths, "policy"),
                                         lambda rows: map_rows(rows, lambda d: d.observations))
   state, _ = policy_lib.run_policy_stage(step, state, states, keys_of(policy_plan, 5), pcfg, callback=callback,
@@ -174,15 +187,30 @@ def train_and_evaluate_population(settings, workdir: str | None = None, *, downl
   members = populations.members(settings, configs.SWEEPABLE)
   base = settings[0].config
   with run_lib.run_folder(workdir, populations.population_config(settings), "srpo"):
-    result = train(base, datasets, workdir=workdir, members=members)
+    parts = populations.member_slices(settings)
+    final = {}
+
+    def on_drift(step, values):  # each setting's drift curve: settings/<name>/metrics_drift.jsonl
+      final.update(values)
+      for s, part in zip(settings, parts):
+        populations.append_setting_metrics(workdir, s, "drift", step, {k: v[part] for k, v in values.items()})
+
+    num_policy_steps = int(base.policy.num_steps)
+    result = train(base, datasets, workdir=workdir, members=members, callback_every=max(1, num_policy_steps // 4),
+                   drift_states=drift_states(datasets), on_drift=on_drift)
+    if not final:  # the policy stage had finished earlier: its last drift, once more
+      on_drift(num_policy_steps, drift_of_members(members, result.policy.params, result.behavior.params,
+                                                  result.critic.q_target_params, drift_states(datasets), base,
+                                                  result.policy.action_dim))
     shared = {"stage_seconds": run_lib.stage_seconds(workdir)} if workdir else {}  # the one program's, all settings'
     summaries = []
-    for s, part in zip(settings, populations.member_slices(settings)):
+    for s, part in zip(settings, parts):
       folder = populations.setting_dir(workdir, s)
       policy = result.policy.replace(params=jax.tree.map(lambda x: x[part], result.policy.params))
       evaluation = run_lib.load_eval(folder, "srpo") or run_lib.evaluate_policy(
           lambda obs, key, p=policy: seed_act(p, obs), s.config, infos[s.config.dataset], folder, "srpo")
-      drift = member_drift(result, part, datasets[s.config.dataset].observations, s.config)
+      drift = {k: {"mean": float(np.mean(v[part])), "std": float(np.std(v[part])), "per_seed": v[part]}
+               for k, v in final.items()}
       summaries.append(run_lib.write_summary(folder, "srpo", s.config, infos[s.config.dataset],
                                              {"srpo": evaluation}, extra={"drift": drift, **shared}))
     text = populations.report(settings, [{**x, **x["drift"]} for x in summaries], extra=drift_lib.DRIFT_METRICS)
@@ -190,23 +218,29 @@ def train_and_evaluate_population(settings, workdir: str | None = None, *, downl
     return {"settings": summaries, "report": text}
 
 
-def member_drift(result: SRPOResult, members, observations, config, num_states: int = 256) -> dict:
-  """The drift of the policies of `members` (a slice of the result's member axis) on the first `num_states` states
-  of their dataset: mean ± std over those members of each of `srpo_jax.drift.DRIFT_METRICS`."""
-  net = behavior_lib.behavior_net(result.policy.action_dim, config.behavior)
+def drift_of_members(members, policy_params, behavior_params, q_params, states: dict, config,
+                     action_dim: int) -> dict[str, list[float]]:
+  """Every member's drift (`srpo_jax.drift.DRIFT_METRICS`) on its own dataset's states ({dataset: [B, S]}), given
+  the member-stacked parameters of its policy, behaviour model and critic Q."""
+  net = behavior_lib.behavior_net(action_dim, config.behavior)
   twin = TwinQ(hidden=tuple(config.critic.hidden), dtype=compute_dtype(config.critic.get("compute_dtype", "float32")))
-  states = jnp.asarray(observations[:num_states])
-  policy = result.policy
+  dirac = policy_lib.policy_net(action_dim, config.policy)
+  names = list(states)
+  stacked = jnp.stack([jnp.asarray(states[n]) for n in names])
+  which = jnp.asarray([names.index(m.dataset) for m in members])
+  betas = jnp.asarray([m.value("policy.beta", config.policy.beta) for m in members], jnp.float32)
 
-  def one(policy_params, behavior_params, q_params):
+  def one(policy_p, behavior_p, q_p, dataset, beta):
+    pcfg = population.ConfigView(config.policy, {"beta": beta})
     return drift_lib.drift_metrics(
-        lambda s: policy.net.apply(policy_params, s),
-        lambda a_t, t, s: net.apply(behavior_params, a_t, t, s, train=False),
-        lambda s, a: jnp.mean(twin.apply(q_params, s, a), axis=0), states, jax.random.PRNGKey(0), config.policy)
+        lambda s: dirac.apply(policy_p, s), lambda a_t, t, s: net.apply(behavior_p, a_t, t, s, train=False),
+        lambda s, a: jnp.mean(twin.apply(q_p, s, a), axis=0), stacked[dataset], jax.random.PRNGKey(0), pcfg)
 
-  take = lambda tree: jax.tree.map(lambda x: x[members], tree)
-  values = jax.jit(jax.vmap(one))(take(policy.params), take(result.behavior.params),
-                                  take(result.critic.q_target_params))
-  return {k: {"mean": float(jnp.mean(v)), "std": float(jnp.std(v)), "per_seed": [float(x) for x in v]}
-          for k, v in values.items()}
+  values = jax.jit(jax.vmap(one))(policy_params, behavior_params, q_params, which, betas)
+  return {k: [float(x) for x in v] for k, v in values.items()}
 
+
+def drift_states(datasets: dict, num_states: int = 256) -> dict:
+  """The states drift is measured on: the first `num_states` of each dataset (as many of each)."""
+  n = min([num_states] + [d.size for d in datasets.values()])
+  return {name: d.observations[:n] for name, d in datasets.items()}

@@ -379,7 +379,8 @@ def write_summary(workdir: str | None, algo: str, config, info: dict, evals: dic
       "eval": evals, "device": device_description(), "jax_version": jax.__version__, **(extra or {}),
   }
   if workdir is not None and distributed.is_main_process():
-    summary.setdefault("stage_seconds", stage_seconds(workdir))
+    if "stage_seconds" not in summary:
+      summary["stage_seconds"] = stage_seconds(workdir)
     try:
       summary["plots"] = [os.path.relpath(p, workdir) for p in write_learning_curves(workdir)]
       write_json_atomic(os.path.join(workdir, "summary.json"), summary)

@@ -171,3 +171,18 @@ def report(settings: Sequence[Setting], summaries: Sequence[dict], extra: Sequen
                 for col in extra]
       lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
+
+
+def append_setting_metrics(workdir: str | None, setting: Setting, name: str, step: int, values: dict) -> None:
+  """One record of settings/<name>/metrics_<name>.jsonl ({metric: [its seeds]}); a record of this step or later,
+  from a callback redone on resume, is replaced."""
+  from common import distributed, metrics_file
+
+  folder = setting_dir(workdir, setting)
+  if folder is None or not distributed.is_main_process():
+    return
+  os.makedirs(folder, exist_ok=True)
+  path = os.path.join(folder, f"metrics_{name}.jsonl")
+  metrics_file.truncate_after(path, step - 1)
+  metrics_file.append_record(path, {"step": int(step), "metrics": {k: list(v) for k, v in values.items()}})
+

@@ -187,3 +187,28 @@ def test_a_bad_population_is_one_error_line_and_nothing_is_written(tmp_path, fla
   errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
   assert len(errors) == 1 and message in errors[0] and "Traceback" not in out.stderr, out.stderr[-2000:]
   assert not (tmp_path / "run").exists()
+
+
+def test_the_sweep_report_puts_every_setting_in_a_row_and_draws_the_figure(tmp_path):
+  """A population run from the command line (two betas, one dataset), then its report."""
+  import json
+
+  from experiments.validate import sweep
+
+  out = run_train(tmp_path, "--dataset=hopper-medium-v2", "--sweep=policy.beta=0.05,0.5", "--seeds=0,1",
+                  "--config.eval.episodes=1", "--config.eval.max_episode_steps=5")
+  assert out.returncode == 0, out.stderr[-3000:]
+  run = tmp_path / "run"
+  assert "| hopper-medium-v2 | 0.05 | srpo | 2 |" in (run / "report.md").read_text()
+  summary = json.loads((run / "settings" / "hopper-medium-v2" / "policy.beta=0.5" / "summary.json").read_text())
+  assert set(summary["drift"]) == {"behaviour_distance", "at_bounds", "q_pull", "reg_pull"}
+  assert (run / "settings" / "hopper-medium-v2" / "policy.beta=0.5" / "plots" / "drift.png").exists()
+  import os
+  os.environ["D4RL_DATASET_DIR"] = str(tmp_path / "d4rl")
+  try:
+    assert sweep.main([f"--runs={run}", f"--out={tmp_path / 'report'}"]) == 0
+  finally:
+    del os.environ["D4RL_DATASET_DIR"]
+  text = (tmp_path / "report" / "beta_sweep.md").read_text()
+  assert [line.split(" | ")[1] for line in text.splitlines()[2:]] == ["0.05", "0.5"]
+  assert (tmp_path / "report" / "beta_sweep.png").stat().st_size > 10_000

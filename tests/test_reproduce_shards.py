@@ -122,3 +122,36 @@ def test_three_shards_one_killed_and_rerun(tmp_path, monkeypatch):
   mean, std = (float(x) for x in row.split("|")[2].split(" ± "))
   assert std >= 0
   assert started == [(0, PRESENT), (1, MISSING[0]), (2, MISSING[1]), (0, PRESENT)]  # disjoint; the rerun again
+
+
+def test_runs_of_one_environment_train_as_one_population_in_their_usual_folders(tmp_path, monkeypatch, capsys):
+  """--populations=on: hopper's medium and medium-replay SRPO runs train as one program; each run's results land
+  where a run alone puts them, the report reads them, a rerun skips them; a group with a dataset that cannot be
+  had trains run by run, recording the missing one."""
+  from common.data import D4RL_DATASETS
+  from tests.datasets import d4rl_arrays, write_hdf5
+
+  d4rl = tmp_path / "d4rl"
+  d4rl.mkdir()
+  for name in ("hopper-medium-v2", "hopper-medium-replay-v2"):
+    spec = D4RL_DATASETS[name]
+    write_hdf5(str(d4rl / spec.filename), d4rl_arrays((30, 40, 25, 20), ("terminal",) * 4, obs_dim=spec.obs_dim,
+                                                      action_dim=spec.action_dim))
+  monkeypatch.setenv("D4RL_DATASET_DIR", str(d4rl))
+  out, report_path = tmp_path / "out", tmp_path / "d4rl.md"
+  datasets = ["hopper-medium-v2", "hopper-medium-replay-v2"]
+  outcomes = reproduce_d4rl.reproduce(datasets, ["srpo"], [0], "smoke", str(out), str(report_path), download=False,
+                                      populations=True)
+  assert all("summary" in outcomes[(d, "srpo")] for d in datasets)
+  assert len(list((out / "populations").iterdir())) == 1
+  assert "as one program" in capsys.readouterr().out
+  text = report_path.read_text()
+  assert "| hopper-medium-v2 | " in text and "not finished" not in text
+  reproduce_d4rl.reproduce(datasets, ["srpo"], [0], "smoke", str(out), str(report_path), download=False,
+                           populations=True)
+  assert "finished earlier, skipped" in capsys.readouterr().out
+  with_missing = [*datasets, "hopper-medium-expert-v2"]
+  outcomes = reproduce_d4rl.reproduce(with_missing, ["srpo"], [0], "smoke", str(out), str(report_path),
+                                      download=False, populations=True)
+  assert "missing" in outcomes[("hopper-medium-expert-v2", "srpo")]
+  assert all("summary" in outcomes[(d, "srpo")] for d in datasets)

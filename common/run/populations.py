@@ -32,7 +32,8 @@ class Setting:
 
   name: str
   config: Any
-  values: tuple[tuple[str, Any], ...]
+  values: tuple[tuple[str, Any], ...] = ()
+  folder: str | None = None  # where its results go; default <population workdir>/settings/<name>
 
 
 def parse_sweep(text: str) -> tuple[str, list[Any]]:
@@ -100,6 +101,12 @@ def make_settings(config_for: Callable[[str], Any], datasets: Sequence[str], see
       values = tuple(zip(paths, combo))
       name = "/".join([dataset.replace("/", "_")] + [f"{p}={v:g}" for p, v in values])
       settings.append(Setting(name, config, values))
+  check_settings(settings, sweepable)
+  return settings
+
+
+def check_settings(settings: Sequence[Setting], sweepable: Sequence[str]) -> None:
+  """RunError when two settings differ in a field that cannot vary inside one program."""
   base = _flat(settings[0].config.to_dict())
   for s in settings[1:]:
     for path, value in _flat(s.config.to_dict()).items():
@@ -107,7 +114,6 @@ def make_settings(config_for: Callable[[str], Any], datasets: Sequence[str], see
         continue
       raise RunError(f"{settings[0].name} and {s.name} differ in {path} ({base.get(path)!r} and {value!r}), which "
                      f"cannot vary inside one program: train them as separate runs")
-  return settings
 
 
 def _get(config, path: str):
@@ -141,7 +147,12 @@ def population_config(settings: Sequence[Setting]) -> ml_collections.ConfigDict:
 
 
 def setting_dir(workdir: str | None, setting: Setting) -> str | None:
-  return None if workdir is None else os.path.join(workdir, "settings", setting.name)
+  """The setting's results folder (created): its own `folder`, else <workdir>/settings/<name>; None without
+  either."""
+  folder = setting.folder or (None if workdir is None else os.path.join(workdir, "settings", setting.name))
+  if folder is not None:
+    os.makedirs(folder, exist_ok=True)
+  return folder
 
 
 def member_slices(settings: Sequence[Setting]) -> list[slice]:
@@ -181,7 +192,6 @@ def append_setting_metrics(workdir: str | None, setting: Setting, name: str, ste
   folder = setting_dir(workdir, setting)
   if folder is None or not distributed.is_main_process():
     return
-  os.makedirs(folder, exist_ok=True)
   path = os.path.join(folder, f"metrics_{name}.jsonl")
   metrics_file.truncate_after(path, step - 1)
   metrics_file.append_record(path, {"step": int(step), "metrics": {k: list(v) for k, v in values.items()}})

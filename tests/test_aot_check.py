@@ -159,6 +159,25 @@ def test_pipeline_and_table_hours_are_the_sum_of_steps_times_step_time():
   assert estimates.pipeline_hours(Flat(), rows)["SRPO"] is None  # a stage not compiled: no estimate
 
 
+def test_a_population_is_priced_by_the_program_of_its_member_count():
+  class Linear:  # a step of n members takes (1 + n / 10) ms: members share a fixed cost
+    step_seconds = staticmethod(lambda row: 1e-3 * (1 + row["n"] / 10))
+    steps_per_second = staticmethod(lambda row: 1 / Linear.step_seconds(row))
+
+  stages = ("critic", "swg", "srpo_behavior", "srpo_policy")
+  rows = {(stage, n): {"n": n} for stage in stages for n in (1, 5, 15, 32)}
+  rates = {r["stage"]: r for r in estimates.population_rates(Linear(), rows)}
+  assert set(rates) == set(stages)
+  assert rates["swg"]["member_steps_per_sec"][15] == pytest.approx(15 / 2.5e-3)
+  assert rates["swg"]["speedup"][15] == pytest.approx(15 * 1.1 / 2.5)
+  # 3 populations per algorithm of 15 members, each pipeline's steps at the 15-member step time
+  steps = {name: sum(n for _, n in st) for name, st in estimates.paper_pipelines().items()}
+  expected = 3 * sum(steps.values()) * 2.5e-3 / 3600
+  assert estimates.population_table_hours(Linear(), rows) == pytest.approx(expected)
+  del rows[("swg", 15)]  # priced by the next larger program: an upper bound
+  assert estimates.population_table_hours(Linear(), rows) > expected
+
+
 def test_attribution_adds_up_to_the_models_step_time():
   model = cost_model.CostModel(targets.CHIPS["h200"], 0.2, 0.5, 1e-6)
   groups = {"matmul": {"kernels": 10, "bytes": 4e8, "flops": 5e10}, "LayerNorm": {"kernels": 5, "bytes": 1e8,

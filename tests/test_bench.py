@@ -144,3 +144,49 @@ def test_seed_scaling_is_one_seed_rate_over_n_seed_rate_with_the_goal_at_eight()
   assert "| IQL critic step (b256) | 1.25x | 1.67x | 3.33x | missed by 1.1x (0.167 over) |" in lines
   assert "| SRPO policy step (b256) | 1.11x | — | — | not measured |" in lines
   assert bench.seed_scaling_markdown([r for r in _scaling_rows() if r["seeds"] == 1]) == []
+
+
+def test_population_gain_is_member_rate_over_one_seed_rate_and_its_cost_against_plain_seeds():
+  stage = "IQL critic step (b256)"
+  rows = [{"stage": stage, "seeds": 1, "mode": "fused", "steps_per_sec": 100.0},
+          {"stage": stage, "seeds": 8, "mode": "fused", "steps_per_sec": 40.0},
+          {"stage": stage, "seeds": 8, "mode": "population", "steps_per_sec": 38.0},
+          {"stage": "SRPO policy step (b256)", "seeds": 4, "mode": "population", "steps_per_sec": 10.0}]
+  critic, policy = bench.population_gains(rows)
+  assert critic == {"stage": stage, "members": 8, "member_steps_per_sec": 304.0, "gain": 3.04,
+                    "against_seeds": 0.95}
+  assert policy["gain"] is None and policy["against_seeds"] is None  # no fused rows to compare with
+  lines = bench.population_markdown(rows)
+  assert f"| {stage} | 8 | 304.0 | 3.04x | 0.95 |" in lines
+  assert bench.population_markdown(rows[:2]) == []
+
+
+def test_population_members_sample_only_their_own_part_of_the_data():
+  import jax
+  import numpy as np
+
+  from common.offline_data import row_indices
+  from experiments.bench import training
+
+  data = training.random_data(n=300)
+  rows, flags = training.population_data(data, members=5)
+  assert np.asarray(rows.offset).tolist() == [0, 100, 200, 0, 100] and np.asarray(rows.count).tolist() == [100] * 5
+  assert flags.offset and flags.count and not flags.data
+  for m in range(5):
+    member = rows.replace(offset=rows.offset[m], count=rows.count[m])
+    idx = np.asarray(row_indices(member, jax.random.PRNGKey(m), 2000))
+    assert idx.min() >= 100 * (m % 3) and idx.max() < 100 * (m % 3 + 1)
+    assert len(np.unique(idx)) > 90  # the whole part, not a corner of it
+
+
+def test_population_rows_run_for_the_stages_that_read_member_rows():
+  from experiments.bench import training
+
+  critic = training.critic_stage(preset="smoke")
+  rows = bench.measure_stage(critic, 2, steps_per_call=2, repeats=1, min_seconds=0.01,
+                             modes=("fused", "population"), xla_count=False)
+  assert [r["mode"] for r in rows] == ["fused", "population"]
+  assert rows[1]["flops_per_step"] == rows[0]["flops_per_step"] and rows[1]["steps_per_sec"] > 0
+  swg = training.swg_diffusion_stage(preset="smoke")
+  assert [r["mode"] for r in bench.measure_stage(swg, 1, 1, 1, 0.01, modes=("fused", "population"),
+                                                 xla_count=False)] == ["fused"]

@@ -78,6 +78,8 @@ def model_part(rows: list[dict]) -> dict | None:
     pipelines = estimates.pipeline_hours(chip_model, trained)
     out["targets"][target] = {"stages": estimates.stage_estimates(chip_model, trained), "pipelines": pipelines,
                               "table_hours": estimates.table_hours(pipelines),
+                              "populations": estimates.population_rates(chip_model, trained),
+                              "population_table_hours": estimates.population_table_hours(chip_model, trained),
                               "where": estimates.where_time_goes(chip_model, trained)}
   return out
 

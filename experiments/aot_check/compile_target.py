@@ -23,8 +23,9 @@ def program_set(name: str, chip) -> list:
 
   if name == "product":  # every program the project runs, and the seed-sharded chunks on 8 GPUs
     return programs.all_programs(sharded_devices=8 if chip.is_gpu else 1)
-  if name == "scaling":  # the training stages at 5 (the papers' runs) and 32 seeds, for the cost model's estimates
-    return programs.training_programs(seed_counts=(5, 32))
+  if name == "scaling":  # the training stages at 5 (the papers' runs), 15 (a population of one environment's three
+    # datasets x 5 seeds) and 32 seeds, for the cost model's estimates
+    return programs.training_programs(seed_counts=(5, 15, 32))
   if name == "calibration":  # the configuration of the one H200 measurement: float32 nets, 200 fused steps
     from common import networks
 

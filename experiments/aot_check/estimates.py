@@ -10,6 +10,8 @@ STAGE_NAMES = {"critic": "IQL critic (b256)", "swg": "SWG diffusion (b1024)", "s
 SCALING_GOAL, SCALING_SEEDS = 1.5, 8  # 8 seeds in at most 1.5x one seed's wall time per step
 PIPELINE_SEEDS, SRPO_PIPELINE_GOAL_H, TABLE_GOAL_H = 5, 1.0, 4.0
 LOCOMOTION_DATASETS = 9  # {halfcheetah, hopper, walker2d} x {medium, medium-replay, medium-expert}
+LEVELS_PER_ENVIRONMENT = 3  # the datasets of one environment: one population of them x PIPELINE_SEEDS seeds
+POPULATION_MEMBERS = LEVELS_PER_ENVIRONMENT * PIPELINE_SEEDS
 
 
 def paper_pipelines() -> dict[str, list[tuple[str, int]]]:
@@ -66,6 +68,28 @@ def table_hours(pipelines: dict[str, float | None], datasets: int = LOCOMOTION_D
   if None in pipelines.values():
     return None
   return datasets * sum(pipelines.values())
+
+
+def population_rates(model: CostModel, rows: dict) -> list[dict]:
+  """Per stage: estimated member-steps/s (members x steps/s of the program) at every compiled member count, and
+  what that is against one member alone. A population's program is the seeds' vmapped program plus each member's
+  row offset and swept scalars, so the seed-count programs price it."""
+  out = []
+  for stage in STAGE_NAMES:
+    counts = sorted(n for s, n in rows if s == stage)
+    if stage == "sac" or 1 not in counts:
+      continue
+    per_member = {n: n * model.steps_per_second(rows[(stage, n)]) for n in counts}
+    out.append({"stage": stage, "member_steps_per_sec": per_member,
+                "speedup": {n: per_member[n] / per_member[1] for n in counts}})
+  return out
+
+
+def population_table_hours(model: CostModel, rows: dict, members: int = POPULATION_MEMBERS,
+                           datasets: int = LOCOMOTION_DATASETS) -> float | None:
+  """The locomotion table as one population per algorithm and environment (its datasets x PIPELINE_SEEDS seeds,
+  `members` in all), the populations one after another."""
+  return table_hours(pipeline_hours(model, rows, members), datasets // (members // PIPELINE_SEEDS))
 
 
 def where_time_goes(model: CostModel, rows: dict, stages=("swg", "srpo_behavior"), seeds=(1, 8)) -> list[dict]:

@@ -59,6 +59,17 @@ def estimates_table(stages: list[dict]) -> list[str]:
   return lines
 
 
+def population_table(stages: list[dict]) -> list[str]:
+  counts = sorted({n for s in stages for n in s["member_steps_per_sec"]})
+  lines = ["| stage | " + " | ".join(f"{n} member{'s' if n > 1 else ''}" for n in counts) + " |",
+           "|---|" + "---|" * len(counts)]
+  for s in stages:
+    cells = [f"{s['member_steps_per_sec'][n]:.0f} ({s['speedup'][n]:.1f}x)" if n in s["member_steps_per_sec"] else "—"
+             for n in counts]
+    lines.append(f"| {estimates.STAGE_NAMES[s['stage']]} | " + " | ".join(cells) + " |")
+  return lines
+
+
 def breakdown_tables(where: list[dict]) -> list[str]:
   lines = []
   for w in where:
@@ -100,6 +111,15 @@ def to_markdown(summary: dict) -> str:
                 f"{estimates.SRPO_PIPELINE_GOAL_H:g} h), SWG {_hours(p['SWG'])}; the locomotion table "
                 f"({estimates.LOCOMOTION_DATASETS} datasets x SWG and SRPO x {estimates.PIPELINE_SEEDS} seeds, one run "
                 f"after another) {_hours(part['table_hours'])} (goal < {estimates.TABLE_GOAL_H:g} h)."]
+      if part.get("populations"):
+        lines += ["", f"Populations ({target}, by the model): one program trains N members (seeds x datasets of one "
+                  f"environment x swept values); member-steps/s against N runs of one member one after another.", ""]
+        lines += population_table(part["populations"])
+        lines += ["", f"The locomotion table as {estimates.LOCOMOTION_DATASETS // estimates.LEVELS_PER_ENVIRONMENT} "
+                  f"populations per algorithm ({estimates.LEVELS_PER_ENVIRONMENT} datasets x "
+                  f"{estimates.PIPELINE_SEEDS} seeds = {estimates.POPULATION_MEMBERS} members each), one after "
+                  f"another: {_hours(part.get('population_table_hours'))} (runs one after another: "
+                  f"{_hours(part['table_hours'])})."]
       if part.get("where"):
         lines += ["", f"Where the time of a step goes ({target}, by the model):"] + breakdown_tables(part["where"])
   lines += ["", "## Every program", "", "Kernels per step: GPU kernel launches, TPU ops of the optimised HLO (loops "

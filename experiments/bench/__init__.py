@@ -1,7 +1,9 @@
 """`make bench`: training-step throughput of the fused trainer, with the machine named.
 
 Measures steps/s of each stage's step for 1, 4 and 8 vmapped seeds, fused (`steps_per_call` steps per jit call with
-lax.scan) and one step per call, next to the machine's measured float32 matmul rate; the wall time of one
+lax.scan) and one step per call, next to the machine's measured float32 matmul rate; the critic and SRPO stages
+also as populations (members spread over 3 datasets, each sampling its own rows) against one-seed runs one after
+another; the wall time of one
 action-selection call, each SWG sampler next to its sample quality on a toy trained here; the paper pipelines'
 training time for 5 seeds, estimated from those rates; and the project's targets (the 2-core CPU's on a CPU,
 seed scaling and the SRPO pipeline hour on an accelerator). Median of several timed repeats after a warm-up call.
@@ -25,6 +27,7 @@ from common.training import seed_keys  # noqa: F401
 from experiments.bench.latency import (DIFFUSION_POLICY, DIFFUSION_POLICY_32, SRPO_ACT, SWG_REFERENCE,  # noqa: F401
                                        SWG_SAMPLERS, TOY_BETA, TOY_DATASET, action_latency, toy_sampler_quality)
 from experiments.bench.report import (CPU_TARGETS, PIPELINE_SEEDS, SCALING_SEEDS, SEED_SCALING_GOAL,  # noqa: F401
+                                      population_gains, population_markdown,
                                       SRPO_PIPELINE_HOURS, evaluate_accelerator_targets, evaluate_targets,
                                       paper_pipelines, pipeline_estimates, same_toy_quality, seconds_per_step,
                                       seed_scaling, seed_scaling_markdown, to_markdown)

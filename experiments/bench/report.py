@@ -160,6 +160,36 @@ def seed_scaling_markdown(rows: list[dict]) -> list[str]:
   return lines
 
 
+def population_gains(rows: list[dict]) -> list[dict]:
+  """Per stage and member count N of a population row: member-steps/s of the population, the gain over N runs of
+  one seed one after another (the fused 1-seed rate), and the population against N plain seeds (the cost of each
+  member reading its own dataset's rows)."""
+  out = []
+  for r in rows:
+    if r["mode"] != "population":
+      continue
+    one, seeds = _fused_rate(rows, r["stage"], 1), _fused_rate(rows, r["stage"], r["seeds"])
+    members = r["steps_per_sec"] * r["seeds"]
+    out.append({"stage": r["stage"], "members": r["seeds"], "member_steps_per_sec": members,
+                "gain": members / one if one else None,
+                "against_seeds": r["steps_per_sec"] / seeds if seeds else None})
+  return out
+
+
+def population_markdown(rows: list[dict]) -> list[str]:
+  gains = population_gains(rows)
+  if not gains:
+    return []
+  lines = ["Populations: N members spread over 3 datasets (each sampling its own rows) in one fused program: "
+           "member-steps/s, the gain over N one-seed runs one after another, and the rate against N plain seeds:", "",
+           "| stage | members | member-steps/s | gain over N runs | population / seeds |", "|---|---|---|---|---|"]
+  fmt = lambda x, f: "—" if x is None else format(x, f)
+  for g in gains:
+    lines.append(f"| {g['stage']} | {g['members']} | {g['member_steps_per_sec']:.1f} | {fmt(g['gain'], '.2f')}x | "
+                 f"{fmt(g['against_seeds'], '.2f')} |")
+  return lines
+
+
 def _duration(hours: float) -> str:
   return f"{hours:.1f} h" if hours >= 1 else f"{60 * hours:.0f} min"
 
@@ -188,6 +218,9 @@ def to_markdown(results: dict) -> str:
   scaling = seed_scaling_markdown(results["rows"])
   if scaling:
     lines += [""] + scaling
+  populations = population_markdown(results["rows"])
+  if populations:
+    lines += [""] + populations
   if results.get("latency"):
     states = sorted({r["states"] for r in results["latency"]})
     methods = list(dict.fromkeys(r["method"] for r in results["latency"]))

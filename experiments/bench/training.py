@@ -15,6 +15,7 @@ import numpy as np
 
 from common import iql
 from common.data import OfflineData
+from common.offline_data import Rows
 from common.training import init_seeds, make_chunk_fn, seed_keys
 from experiments.bench.flops import step_flops_per_seed
 
@@ -73,11 +74,11 @@ def flops_per_step(step_fn, state, data, keys) -> float:
 
 
 def time_chunk(step_fn, state, data, keys, steps_per_call: int, calls: int, repeats: int,
-               min_seconds: float = 0.5, inspect: Callable | None = None) -> dict:
+               min_seconds: float = 0.5, inspect: Callable | None = None, data_per_seed=False) -> dict:
   """Median steps/s of back-to-back jitted calls of `steps_per_call` scanned steps, and compile time. Each repeat
   makes at least `calls` calls, and more while one call lasts less than `min_seconds` (fast accelerators).
   inspect(compiled, steps_per_call) -> dict: more fields for the result, from the compiled program."""
-  chunk = jax.jit(make_chunk_fn(step_fn, steps_per_call), donate_argnums=0)
+  chunk = jax.jit(make_chunk_fn(step_fn, steps_per_call, data_per_seed), donate_argnums=0)
   start = time.perf_counter()
   compiled = chunk.lower(state, data, keys, jnp.uint32(0)).compile()
   compile_s = time.perf_counter() - start
@@ -97,6 +98,19 @@ def time_chunk(step_fn, state, data, keys, steps_per_call: int, calls: int, repe
   return {"steps_per_sec": statistics.median(rates), "compile_s": compile_s, "calls": calls, **extra}
 
 
+POPULATION_DATASETS = 3  # the datasets of one environment a population row's members are spread over
+POPULATION_MODE = "population"
+
+
+def population_data(data, members: int, datasets: int = POPULATION_DATASETS):
+  """`data` as `datasets` equal parts with members spread over them (member m samples part m % datasets only), as a
+  population of one environment's datasets reads them, and the Trainer's data_per_seed flags for it."""
+  size = jax.tree.leaves(data)[0].shape[0] // datasets
+  rows = Rows(data=data, offset=jnp.asarray([(m % datasets) * size for m in range(members)], jnp.int32),
+              count=jnp.full((members,), size, jnp.int32))
+  return rows, Rows(data=False, offset=True, count=True)
+
+
 class Stage(NamedTuple):
   """One training stage as the bench runs it: a one-seed step, a one-seed init and the (shared) data."""
 
@@ -105,6 +119,7 @@ class Stage(NamedTuple):
   init_fn: Callable
   data: Any
   overridden: frozenset = frozenset()  # the override fields this stage's configs had
+  population: bool = False  # whether its step reads member Rows (a population over datasets: POPULATION_MODE rows)
 
 
 def apply_overrides(configs: list, overrides: dict | None) -> frozenset:
@@ -126,7 +141,7 @@ def critic_stage(overrides: dict | None = None, preset: str = "paper") -> Stage:
   cfg = swg_jax.get_config(preset).critic  # SWG's paper critic: LayerNorm on V's input, hidden 256, batch 256
   used = apply_overrides([cfg], overrides)
   init = lambda key: iql.init_critic(key, HOPPER["obs_dim"], HOPPER["action_dim"], cfg)
-  return Stage(CRITIC, iql.make_critic_step(cfg), init, random_data(), used)
+  return Stage(CRITIC, iql.make_critic_step(cfg), init, random_data(), used, population=True)
 
 
 def swg_diffusion_stage(overrides: dict | None = None, preset: str = "paper") -> Stage:
@@ -148,7 +163,7 @@ def srpo_behavior_stage(overrides: dict | None = None, preset: str = "paper") ->
   bc = configs.get_config(preset).behavior
   used = apply_overrides([bc], overrides)
   init = lambda key: behavior.init_behavior(key, HOPPER["obs_dim"], HOPPER["action_dim"], bc)
-  return Stage(SRPO_BEHAVIOUR, behavior.make_behavior_step(bc), init, random_data(), used)
+  return Stage(SRPO_BEHAVIOUR, behavior.make_behavior_step(bc), init, random_data(), used, population=True)
 
 
 def srpo_policy_stage(overrides: dict | None = None, preset: str = "paper") -> Stage:
@@ -172,7 +187,7 @@ def srpo_policy_stage(overrides: dict | None = None, preset: str = "paper") -> S
   q_apply = lambda p, s, a: jnp.mean(critic_q_apply(p, s, a), axis=0)
   critic_q_apply = jax.eval_shape(init_critic, jax.random.PRNGKey(0)).q.apply_fn  # the module only: no init run
   step = policy.make_policy_step(eps_apply, q_apply, c.policy)
-  return Stage(SRPO_POLICY, step, init, random_data().observations, used)
+  return Stage(SRPO_POLICY, step, init, random_data().observations, used, population=True)
 
 
 # Stage -> (builder(overrides, preset), default steps per fused call): heavy stages take fewer so one call lasts a few
@@ -186,17 +201,22 @@ def measure_stage(stage: Stage, n_seeds: int, steps_per_call: int, repeats: int,
                   inspect: Callable | None = None) -> list[dict]:
   """Rows of one stage at one seed count: steps/s per mode, FLOPs per step counted from the matmul shapes (N times one
   seed's; bench_flops) with XLA's cost-analysis count beside it (one more compile; xla_count=False skips it), and the
-  GFLOP/s those shapes give. inspect: see `time_chunk` (fused mode only)."""
+  GFLOP/s those shapes give. inspect: see `time_chunk` (fused mode only). POPULATION_MODE (a stage that has it):
+  fused, the members spread over POPULATION_DATASETS parts of the data, each sampling its own (`population_data`)."""
   keys = seed_keys(range(n_seeds))
   state = jax.jit(lambda k: init_seeds(stage.init_fn, k))(keys)  # one compile, not one per op of a vmapped init
   flops = n_seeds * step_flops_per_seed(stage.step_fn, state, stage.data, keys)
   xla_flops = flops_per_step(stage.step_fn, state, stage.data, keys) if xla_count else None
-  plan = {"fused": (steps_per_call, 1), "one step per call": (1, max(1, steps_per_call // 2))}
+  plan = {"fused": (steps_per_call, 1), "one step per call": (1, max(1, steps_per_call // 2)),
+          POPULATION_MODE: (steps_per_call, 1)}
   rows = []
   for mode in modes:
+    if mode == POPULATION_MODE and not stage.population:
+      continue
     steps, calls = plan[mode]
-    m = time_chunk(stage.step_fn, state, stage.data, keys, steps, calls, repeats, min_seconds,
-                   inspect if mode == "fused" else None)
+    data, per_seed = (population_data(stage.data, n_seeds) if mode == POPULATION_MODE else (stage.data, False))
+    m = time_chunk(stage.step_fn, state, data, keys, steps, calls, repeats, min_seconds,
+                   inspect if mode == "fused" else None, per_seed)
     gflops = flops * m["steps_per_sec"] / 1e9
     rows.append({"stage": stage.name, "seeds": n_seeds, "mode": mode, **m, "flops_per_step": flops,
                  "xla_flops_per_step": xla_flops, "achieved_gflops": gflops, "device": device})
@@ -206,13 +226,16 @@ def measure_stage(stage: Stage, n_seeds: int, steps_per_call: int, repeats: int,
   return rows
 
 
-def run_benchmarks(seed_counts, repeats, stages, fused_steps: int = 0, min_seconds: float = 0.5) -> dict:
-  """stages: names from STAGES. One-step-per-call mode times half as many calls as the fused call has steps."""
+def run_benchmarks(seed_counts, repeats, stages, fused_steps: int = 0, min_seconds: float = 0.5,
+                   populations: bool = True) -> dict:
+  """stages: names from STAGES. One-step-per-call mode times half as many calls as the fused call has steps;
+  populations: also POPULATION_MODE rows (critic, SRPO behaviour and policy)."""
+  modes = ("fused", "one step per call") + ((POPULATION_MODE,) if populations else ())
   results = {"machine": machine_description(), "matmul_gflops": matmul_gflops(), "rows": []}
   for name in stages:
     make_stage, default_steps = STAGES[name]
     stage = make_stage()
     for n_seeds in seed_counts:
       results["rows"] += measure_stage(stage, n_seeds, fused_steps or default_steps, repeats, min_seconds,
-                                       device=results["machine"]["device"])
+                                       modes=modes, device=results["machine"]["device"])
   return results

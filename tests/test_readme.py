@@ -179,6 +179,25 @@ def train_dataset(args: list[str]) -> str:
   return parts[1]
 
 
+def train_datasets(args: list[str]) -> list[str]:
+  """Every dataset a train command names (--dataset=a,b trains a population of them)."""
+  return train_dataset(args).split(",")
+
+
+def population_settings(args: list[str]) -> set[tuple]:
+  """The (dataset, swept values) settings a population command asks for (--dataset=a,b x every --sweep combination);
+  empty for a plain run."""
+  import itertools
+
+  sweeps = [a.split("=", 1)[1] for a in args if a.startswith("--sweep=")]
+  datasets = train_datasets(args)
+  if len(datasets) == 1 and not sweeps:
+    return set()
+  fields = [(text.split("=", 1)[0], [float(v) for v in text.split("=", 1)[1].split(",")]) for text in sweeps]
+  combos = itertools.product(*(values for _, values in fields))
+  return {(d, tuple(sorted(zip([f for f, _ in fields], c)))) for c in list(combos) for d in datasets}
+
+
 def write_dataset(name: str, d4rl_dir: str, minari_root: str) -> None:
   """A small dataset stored where the loaders look for `name`: a D4RL file with the env's dims, or the built-in
   Minari Reacher dataset (a few episodes)."""
@@ -217,6 +236,8 @@ else:
   from common import run as run_lib
   from experiments import report
 
+  real_package = report.algorithm_package
+
   def until_training(algo):
     def train_and_evaluate(config, workdir):
       data, info = run_lib.load_run_data(config)
@@ -224,7 +245,21 @@ else:
       print("RESOLVED " + json.dumps({"algo": algo, "config": config.to_dict(), "obs_dim": data.obs_dim,
                                       "action_dim": data.action_dim, "env_id": info["eval_env_id"]}, default=str))
       sys.exit(0)
-    return types.SimpleNamespace(train_and_evaluate=train_and_evaluate)
+    def train_and_evaluate_population(settings, workdir):
+      from common.run import populations
+      datasets, infos = run_lib.load_population_data([s.config for s in settings])
+      run_lib.prepare_workdir(workdir, populations.population_config(settings), algo)
+      data = next(iter(datasets.values()))
+      print("RESOLVED " + json.dumps({"algo": algo, "config": settings[0].config.to_dict(), "obs_dim": data.obs_dim,
+                                      "action_dim": data.action_dim,
+                                      "env_id": next(iter(infos.values()))["eval_env_id"],
+                                      "settings": [{"dataset": s.config.dataset, "values": dict(s.values)}
+                                                   for s in settings]}, default=str))
+      sys.exit(0)
+    real = real_package(algo)
+    return types.SimpleNamespace(configs=real.configs, get_config=real.get_config,
+                                 train_and_evaluate=train_and_evaluate,
+                                 train_and_evaluate_population=train_and_evaluate_population)
   report.algorithm_package = until_training
 sys.argv = [module, *sys.argv[3:]]
 runpy.run_module(module, run_name="__main__", alter_sys=True)
@@ -245,7 +280,7 @@ def smoke_args(args: list[str], workdir: str) -> list[str]:
 
 def expected_config(c: Command) -> dict:
   """What the command's flags say the resolved config holds (the oracle for the until-training run)."""
-  want = {"dataset": train_dataset(c.args)}
+  want = {"dataset": train_datasets(c.args)[0]}
   seeds = flag_value(c.args, "seeds")
   if seeds:
     want["seeds"] = [int(s) for s in seeds.split(",")]
@@ -270,7 +305,7 @@ def test_every_readme_bash_command_runs_as_written(tmp_path):
   os.makedirs(d4rl_dir)
   env = {**os.environ, "D4RL_DATASET_DIR": d4rl_dir, "MINARI_DATASETS_PATH": minari_root}
   trains = [c for c in modules if c.module == "experiments.train"]
-  for name in sorted({train_dataset(c.args) for c in trains}):
+  for name in sorted({d for c in trains for d in train_datasets(c.args)}):
     write_dataset(name, d4rl_dir, minari_root)
 
   for i, c in enumerate(modules):
@@ -291,6 +326,9 @@ def test_every_readme_bash_command_runs_as_written(tmp_path):
         node = node[key]
       assert node == value, f"{where}: config.{path} = {node!r}, the command says {value!r}"
     assert resolved["env_id"] and resolved["obs_dim"] > 0, where
+    settings = {(st["dataset"], tuple(sorted((k, float(v)) for k, v in st["values"].items())))
+                for st in resolved.get("settings", [])}
+    assert settings == population_settings(c.args), f"{where}: the population's settings"
     assert os.path.exists(tmp_path / f"run{i}" / "config.json"), where
 
   # The first training command for real, at the smoke preset: trained, evaluated, reported.

@@ -205,10 +205,20 @@ def test_the_sweep_report_puts_every_setting_in_a_row_and_draws_the_figure(tmp_p
   assert (run / "settings" / "hopper-medium-v2" / "policy.beta=0.5" / "plots" / "drift.png").exists()
   import os
   os.environ["D4RL_DATASET_DIR"] = str(tmp_path / "d4rl")
+  metrics = {p.name: p.read_text() for p in run.glob("metrics_*.jsonl")}
   try:
     assert sweep.main([f"--runs={run}", f"--out={tmp_path / 'report'}"]) == 0
+    rules = sweep.rule_for_run(str(run), distance=2.0)
   finally:
     del os.environ["D4RL_DATASET_DIR"]
   text = (tmp_path / "report" / "beta_sweep.md").read_text()
   assert [line.split(" | ")[1] for line in text.splitlines()[2:]] == ["0.05", "0.5"]
   assert (tmp_path / "report" / "beta_sweep.png").stat().st_size > 10_000
+  # The rule reads the finished critic and behaviour model back: nothing trains again.
+  assert {p.name: p.read_text() for p in run.glob("metrics_*.jsonl")} == metrics
+  (rule,) = rules.values()
+  assert rule["sigma"] > 0 and rule["grad_q"] > 0 and rule["paper_beta"] == 0.05  # hopper-medium's
+  assert rule["paper_distance"] == pytest.approx(2.0 * rule["paper_beta"] / rule["beta"])
+  rows = sweep.collect(str(run), "policy.beta")
+  table = sweep.rule_markdown(rows, rules).splitlines()
+  assert table[2].startswith("| hopper-medium-v2 | ") and f"{rule['beta']:.3g}" in table[2]

@@ -7,6 +7,10 @@ figure of final score and drift against the swept value.
 For each run folder: every setting's evaluation and drift (settings/<name>/summary.json), the dataset's average and
 the data-making policy's score (cached beside the run as reference_<dataset>.json), and the critic's last mean Q on the data
 (metrics_critic.jsonl; the population's first critic when several). Writes <name>.md and <name>.png into --out.
+
+With --rule (SRPO, field policy.beta), each run's trained critic and behaviour model are read back from its
+checkpoints and give the beta a rule would have chosen before the policy trained (`srpo_jax.drift.beta_for_distance`:
+the beta that holds the policy --rule_distance behaviour spreads from the data's mean), beside the best beta found.
 """
 from __future__ import annotations
 
@@ -59,6 +63,76 @@ def _reference(run: str, dataset: str) -> dict:
   return dataset_reference(dataset, info, path)
 
 
+def rule_for_run(run: str, distance: float = 1.0) -> dict[str, dict]:
+  """{dataset: {sigma, grad_q (mean over seeds), beta (the rule's), paper_beta, predicted distance at the paper's
+  beta}} from the run's finished critic and behaviour model (restored from its checkpoints; nothing trains)."""
+  import jax
+  import jax.numpy as jnp
+  import ml_collections
+
+  import srpo_jax
+  from common import population
+  from common import run as run_lib
+  from common.networks import TwinQ, compute_dtype
+  from srpo_jax import behavior, drift
+
+  saved = json.load(open(os.path.join(run, "config.json")))
+  pop = saved.pop("population")
+  saved.pop("algo", None)
+  config = ml_collections.ConfigDict(saved)
+  configs = []
+  for name in pop["datasets"]:
+    c = ml_collections.ConfigDict(saved)
+    c.dataset = name
+    configs.append(c)
+  datasets, _ = run_lib.load_population_data(configs, download=False)
+  sweeps: dict[str, list] = {}
+  for values in map(json.loads, pop["values"]):
+    for path, value in values.items():
+      sweeps.setdefault(path, [])
+      if value not in sweeps[path]:
+        sweeps[path].append(value)
+  members = population.grid(config.seeds, pop["datasets"], sweeps)
+  result = srpo_jax.train(config, datasets, workdir=run, members=members)
+  action_dim = next(iter(datasets.values())).action_dim
+  net = behavior.behavior_net(action_dim, config.behavior)
+  twin = TwinQ(hidden=tuple(config.critic.hidden), dtype=compute_dtype(config.critic.get("compute_dtype", "float32")))
+  states = srpo_jax.drift_states(datasets)
+  out = {}
+  for name in pop["datasets"]:
+    scales = []
+    for seed in config.seeds:
+      i = next(j for j, m in enumerate(members) if m.dataset == name and m.seed == seed)
+      bp = jax.tree.map(lambda x: x[i], result.behavior.params)
+      qp = jax.tree.map(lambda x: x[i], result.critic.q_target_params)
+      scales.append(drift.behaviour_scale(lambda a, t, s: net.apply(bp, a, t, s, train=False),
+                                          lambda s, a: jnp.mean(twin.apply(qp, s, a), axis=0), jnp.asarray(states[name]),
+                                          action_dim, jax.random.PRNGKey(seed)))
+    sigma = float(np.mean([float(x["sigma"]) for x in scales]))
+    grad_q = float(np.mean([float(x["grad_q"]) for x in scales]))
+    paper_beta = srpo_jax.configs.get_config(f"{name}:paper").policy.beta
+    out[name] = {"sigma": sigma, "grad_q": grad_q, "distance": distance,
+                 "beta": drift.beta_for_distance(sigma, grad_q, config.policy, distance), "paper_beta": paper_beta,
+                 "paper_distance": drift.predicted_distance(paper_beta, sigma, grad_q, config.policy)}
+  return out
+
+
+def rule_markdown(rows: list[dict], rules: dict[str, dict]) -> str:
+  """Per dataset: the rule's inputs and beta, the grid's best beta, and the score at the grid value nearest the rule's
+  (in log scale)."""
+  lines = ["| dataset | behaviour spread σ (per coordinate) | RMS ∇ₐQ at behaviour samples | paper β: predicted distance "
+           "(spreads) | rule's β (distance {d:g}) | grid β nearest the rule: score | best β on the grid: score |"
+           .format(d=next(iter(rules.values()))["distance"]), "|" + "---|" * 7]
+  for dataset, r in rules.items():
+    part = [x for x in rows if x["dataset"] == dataset and x["score"]]
+    best = max(part, key=lambda x: x["score"]["mean"])
+    positive = [x for x in part if x["value"] > 0]
+    near = min(positive, key=lambda x: abs(np.log(x["value"] / r["beta"])))
+    lines.append(f"| {dataset} | {r['sigma']:.3f} | {r['grad_q']:.1f} | {r['paper_beta']:g}: {r['paper_distance']:.1f} | "
+                 f"{r['beta']:.3g} | {near['value']:g}: {_ms(near['score'])} | {best['value']:g}: {_ms(best['score'])} |")
+  return "\n".join(lines) + "\n"
+
+
 def _ms(stat, digits=1) -> str:
   return "—" if not stat else f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
@@ -77,7 +151,7 @@ def markdown(rows: list[dict], field: str) -> str:
   return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], field: str, out_png: str) -> str:
+def plot(rows: list[dict], field: str, out_png: str, rules: dict | None = None) -> str:
   """Per dataset (a column): the final score against the swept value with the data's average and the data-making
   policy as lines; below it the drift (distance to the behaviour samples, share at the bounds)."""
   import matplotlib
@@ -100,6 +174,8 @@ def plot(rows: list[dict], field: str, out_png: str) -> str:
       ax.axhline(part[0]["data_score"], color="0.4", ls="--", label="dataset average")
     if part[0]["policy_score"] is not None:
       ax.axhline(part[0]["policy_score"], color="tab:green", ls=":", label="policy that made the data")
+    if rules and dataset in rules:
+      ax.axvline(rules[dataset]["beta"], color="tab:orange", ls="-.", label=f"rule's {field}")
     ax.set_xscale("symlog", linthresh=min(v for v in x if v > 0) if (x > 0).any() else 1.0)
     ax.set_title(dataset, fontsize=11)
     ax.set_ylabel("normalised score")
@@ -129,6 +205,8 @@ def main(argv=None) -> int:
   parser.add_argument("--field", default="policy.beta")
   parser.add_argument("--out", default="results/validate")
   parser.add_argument("--name", default="beta_sweep")
+  parser.add_argument("--rule", action="store_true", help="SRPO: the beta rule from each run's critic and behaviour")
+  parser.add_argument("--rule_distance", type=float, default=1.0, help="spreads from the data's mean the rule aims at")
   args = parser.parse_args(argv)
   runs = [r for r in args.runs.split(",") if r]
   missing = [r for r in runs if not os.path.exists(os.path.join(r, "config.json"))]
@@ -136,10 +214,15 @@ def main(argv=None) -> int:
     print(f"error: --runs: no population run in {', '.join(missing)}", file=sys.stderr)
     return 2
   rows = [row for run in runs for row in collect(run, args.field)]
+  rules = {}
+  if args.rule:
+    for run in runs:
+      rules.update(rule_for_run(run, args.rule_distance))
+  text = markdown(rows, args.field) + (("\n" + rule_markdown(rows, rules)) if rules else "")
   os.makedirs(args.out, exist_ok=True)
-  write_text_atomic(os.path.join(args.out, f"{args.name}.md"), markdown(rows, args.field))
-  plot(rows, args.field, os.path.join(args.out, f"{args.name}.png"))
-  print(markdown(rows, args.field))
+  write_text_atomic(os.path.join(args.out, f"{args.name}.md"), text)
+  plot(rows, args.field, os.path.join(args.out, f"{args.name}.png"), rules)
+  print(text)
   return 0
 
 

@@ -53,6 +53,21 @@ def grid(seeds: Sequence[int], datasets: Sequence[str], sweeps: Mapping[str, Seq
           for dataset in datasets for combo in combos for seed in seeds]
 
 
+def prepare(config, data, members: Sequence[Member] | None = None):
+  """What a trainer of a population starts from: (datasets {name: data}, members, the swept paths, the shared rows).
+  data: one dataset (config.dataset's) or {name: data} of one observation and action dim; members default to one
+  per seed of config.seeds on every dataset."""
+  datasets = data if isinstance(data, dict) else {config.dataset: data}
+  for d in datasets.values():
+    if d.observations.ndim != 2 or d.actions.ndim != 2:
+      raise ValueError(f"data.observations [N, S] and data.actions [N, A] needed, got {d.observations.shape}, "
+                       f"{d.actions.shape}")
+  members = list(members or grid(config.seeds, list(datasets)))
+  paths = sorted({p for m in members for p, _ in m.values})
+  shared = concatenate({name: datasets[name] for name in dict.fromkeys(m.dataset for m in members)})
+  return datasets, members, paths, shared
+
+
 def set_path(config, path: str, value) -> None:
   """config.<path> = value for a dotted path (ml_collections ConfigDict)."""
   *parents, leaf = path.split(".")

@@ -82,14 +82,7 @@ def train(config, data, workdir: str | None = None, *, members: list[population.
   `callback_every` and at its last step (e.g. to evaluate on the way; `common.training.Trainer`'s callback).
   on_drift(step, {metric: [members]}): called at the same steps with every member's drift (`srpo_jax.drift`) on
   its dataset's states in drift_states ({dataset: [B, S]})."""
-  datasets = data if isinstance(data, dict) else {config.dataset: data}
-  for d in datasets.values():
-    if d.observations.ndim != 2 or d.actions.ndim != 2:
-      raise ValueError(f"data.observations [N, S] and data.actions [N, A] needed, got {d.observations.shape}, "
-                       f"{d.actions.shape}")
-  members = members or population.grid(config.seeds, list(datasets))
-  paths = sorted({p for m in members for p, _ in m.values})
-  shared = population.concatenate({name: datasets[name] for name in dict.fromkeys(m.dataset for m in members)})
+  datasets, members, paths, shared = population.prepare(config, data, members)
   first = next(iter(datasets.values()))
   obs_dim, action_dim = first.obs_dim, first.action_dim
   common = dict(steps_per_call=config.steps_per_call, workdir=workdir, progress=config.progress,

@@ -37,14 +37,7 @@ def train(config, data, *, workdir: str | None = None, members: list[population.
   model_callback(step, model): called with the seed-stacked `SWGModel` (EMA parameters, with the critic) of the
   diffusion stage at every multiple of `callback_every` and at its last step (`common.training.Trainer`'s
   callback), e.g. to evaluate on the way. The result is member-stacked (weights [members, rows of all datasets])."""
-  datasets = data if isinstance(data, dict) else {config.dataset: data}
-  for d in datasets.values():
-    if d.observations.ndim != 2 or d.actions.ndim != 2:
-      raise ValueError(f"data.observations [N, S] and data.actions [N, A] needed, got {d.observations.shape}, "
-                       f"{d.actions.shape}")
-  members = members or population.grid(config.seeds, list(datasets))
-  paths = sorted({p for m in members for p, _ in m.values})
-  shared = population.concatenate({name: datasets[name] for name in dict.fromkeys(m.dataset for m in members)})
+  datasets, members, paths, shared = population.prepare(config, data, members)
   first = next(iter(datasets.values()))
   cc = config.critic
   critic_paths = [p for p in paths if p.startswith("critic.")]

@@ -151,6 +151,13 @@ def markdown(rows: list[dict], field: str) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _beta_axis(ax, x) -> None:
+  """Log scale above the smallest positive value, linear below it down to 0 (no negative side)."""
+  linthresh = min(v for v in x if v > 0) if (x > 0).any() else 1.0
+  ax.set_xscale("symlog", linthresh=linthresh)
+  ax.set_xlim(left=-0.3 * linthresh if (x <= 0).any() else None)
+
+
 def plot(rows: list[dict], field: str, out_png: str, rules: dict | None = None) -> str:
   """Per dataset (a column): the final score against the swept value with the data's average and the data-making
   policy as lines; below it the drift (distance to the behaviour samples, share at the bounds)."""
@@ -176,14 +183,14 @@ def plot(rows: list[dict], field: str, out_png: str, rules: dict | None = None) 
       ax.axhline(part[0]["policy_score"], color="tab:green", ls=":", label="policy that made the data")
     if rules and dataset in rules:
       ax.axvline(rules[dataset]["beta"], color="tab:orange", ls="-.", label=f"rule's {field}")
-    ax.set_xscale("symlog", linthresh=min(v for v in x if v > 0) if (x > 0).any() else 1.0)
+    _beta_axis(ax, x)
     ax.set_title(dataset, fontsize=11)
     ax.set_ylabel("normalised score")
     ax.legend(fontsize=7)
     ax = axes[1, j]
     ax.plot(x, [r["drift"]["behaviour_distance"]["mean"] for r in part], marker="o", color="tab:red",
             label="distance to behaviour samples (in their spread)")
-    ax.set_xscale("symlog", linthresh=min(v for v in x if v > 0) if (x > 0).any() else 1.0)
+    _beta_axis(ax, x)
     ax.set_xlabel(field)
     ax.set_ylabel("distance / spread", color="tab:red")
     twin = ax.twinx()
